@@ -1,0 +1,1 @@
+"""Plans variants and planners shipped with the plugin (see README.md here)."""

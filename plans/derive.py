@@ -1,0 +1,112 @@
+"""Derive a plans file from nnU-Net's own plans: a tiny CPU variant and/or method knobs.
+
+The derived file keeps every configuration's ``data_identifier`` and spacing, so the data nnU-Net already
+preprocessed is reused as it is; only the architecture, patch and batch size (``--tiny``) and the
+``multimodal`` knobs change. Changed configurations are written resolved (no ``inherits_from``) with a
+complete ``architecture`` block, because nnU-Net merges inherited configurations shallowly.
+"""
+
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_multimodal.training.knobs import PLANS_KEY
+
+TINY_MAX_STAGES = 4
+TINY_FEATURES = (16, 32, 64, 128)
+TINY_PATCH = {2: 64, 3: 32}
+TINY_BATCH = {2: 4, 3: 2}
+
+
+def resolve_configuration(plans: dict, name: str) -> dict:
+    configurations = plans["configurations"]
+    if name not in configurations:
+        raise KeyError(f"configuration '{name}' is not in plans '{plans.get('plans_name')}' "
+                       f"(it has {sorted(configurations)})")
+    configuration = deepcopy(configurations[name])
+    parent = configuration.pop("inherits_from", None)
+    if parent is None:
+        return configuration
+    resolved = resolve_configuration(plans, parent)
+    resolved.update(configuration)
+    return resolved
+
+
+def tiny_configuration(configuration: dict) -> dict:
+    """Few stages, narrow features, a small patch and batch: a network that trains in seconds on a CPU."""
+    configuration = deepcopy(configuration)
+    arch = configuration["architecture"]["arch_kwargs"]
+    n = min(arch["n_stages"], TINY_MAX_STAGES)
+    dim = len(configuration["patch_size"])
+    arch["n_stages"] = n
+    arch["features_per_stage"] = list(TINY_FEATURES[:n])
+    arch["kernel_sizes"] = arch["kernel_sizes"][:n]
+    arch["strides"] = arch["strides"][:n]
+    for per_stage in ("n_conv_per_stage", "n_blocks_per_stage"):
+        if per_stage in arch:
+            arch[per_stage] = [1] * n if per_stage == "n_blocks_per_stage" else arch[per_stage][:n]
+    arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][: n - 1]
+    divisors = np.prod(np.array(arch["strides"]), axis=0)
+    patch = []
+    for size, divisor in zip(configuration["patch_size"], divisors):
+        target = min(size, TINY_PATCH[dim])
+        patch.append(int(max(divisor, (target // divisor) * divisor)))
+    configuration["patch_size"] = patch
+    configuration["batch_size"] = TINY_BATCH[dim]
+    return configuration
+
+
+def parse_knob(assignment: str) -> tuple[str, str, object]:
+    """``section.name=value`` with a JSON value (strings may be bare): ('section', 'name', value)."""
+    key, sep, raw = assignment.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot or not section or not name:
+        raise ValueError(f"--set expects SECTION.KNOB=VALUE (e.g. cmsad.distill_weight=0.2), got {assignment!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return section, name, value
+
+
+def derive_plans(source_plans: dict, configurations: list[str], plans_name: str, tiny: bool,
+                 knobs: list[str] = ()) -> dict:
+    if "__" in plans_name:
+        raise ValueError(f"plans name {plans_name!r} must not contain '__' (nnU-Net splits result folders on it)")
+    plans = deepcopy(source_plans)
+    plans["plans_name"] = plans_name
+    for name in configurations:
+        configuration = resolve_configuration(plans, name)
+        if tiny:
+            configuration = tiny_configuration(configuration)
+        for section, knob, value in map(parse_knob, knobs):
+            configuration.setdefault(PLANS_KEY, {}).setdefault(section, {})[knob] = value
+        plans["configurations"][name] = configuration
+    return plans
+
+
+def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_name: str,
+                        configurations: list[str], plans_name: str, tiny: bool, knobs: list[str] = (),
+                        overwrite: bool = True) -> Path:
+    folder = Path(preprocessed_dataset_folder)
+    source_file = folder / f"{source_plans_name}.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(
+            f"{source_file} does not exist: run nnUNetv2_plan_and_preprocess -d <id> first "
+            f"(or pass -p with the plans identifier nnU-Net wrote).")
+    source = json.loads(source_file.read_text())
+    unknown = [c for c in configurations if c not in source["configurations"]]
+    if unknown:
+        raise KeyError(f"{source_file} has no configuration {unknown}; it has {sorted(source['configurations'])}")
+    target = folder / f"{plans_name}.json"
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite or choose another plans name")
+    derived = derive_plans(source, configurations, plans_name, tiny, knobs)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(derived, indent=4))
+    tmp.replace(target)
+    return target

@@ -1,0 +1,1 @@
+"""Trainer shims that nnU-Net imports through nnUNet_extTrainer (see nnunet-mm env)."""
