@@ -71,10 +71,12 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # checked before nnU-Net's constructor creates the output folder and log file
+        modality_names = self.modality_names_from_dataset_json(dataset_json)
+        self.check_modality_count(len(modality_names), modality_names)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.modality_names = self.modality_names_from_dataset_json(dataset_json)
-        self.num_modalities = len(self.modality_names)
-        self.check_modality_count(self.num_modalities, self.modality_names)
+        self.modality_names = modality_names
+        self.num_modalities = len(modality_names)
         self.extra_modules: dict[str, nn.Module] = {}
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}
         self._network_takes_availability = False
@@ -215,7 +217,8 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
             result[SEG_LOSS_KEY] = seg_loss.detach().cpu().numpy()
             for term in self.extra_loss_terms:
                 value = extras.get(term.name)
-                result[f"loss_{term.name}"] = np.array(np.nan if value is None else value.detach().float().cpu())
+                result[f"loss_{term.name}"] = \
+                    np.array(np.nan) if value is None else value.detach().float().cpu().numpy()
         return result
 
     def on_train_epoch_end(self, train_outputs: list[dict]):

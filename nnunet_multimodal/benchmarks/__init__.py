@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory against plain nnUNetTrainer on the same plans."""

@@ -1,0 +1,93 @@
+"""``nnunet-mm benchmark speed``: training-step time, sliding-window inference time and peak memory of
+trainers, as ratios to plain ``nnUNetTrainer`` measured in the same run.
+
+Each measurement runs in its own process (peak memory is per process), builds the trainer as
+``nnUNetv2_train`` does and takes real batches from nnU-Net's data loader; trainers alternate order
+between rounds so that drifting machine load does not favour one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from nnunet_multimodal.environment import env_with_plugin
+
+BASELINE = "nnUNetTrainer"
+METRICS = ("step_seconds", "inference_seconds_per_case", "peak_memory_mb")
+SCHEMA_VERSION = 1
+
+
+def round_orders(trainers: list[str], rounds: int) -> list[list[str]]:
+    """Baseline first, then the others; every second round reversed."""
+    order = [BASELINE] + [t for t in trainers if t != BASELINE]
+    return [order if r % 2 == 0 else order[::-1] for r in range(rounds)]
+
+
+def summarize(measurements: list[dict]) -> dict:
+    """Median of each metric per trainer over rounds, and its ratio to the baseline's median."""
+    by_trainer: dict[str, dict[str, list[float]]] = {}
+    for m in measurements:
+        per_metric = by_trainer.setdefault(m["trainer"], {k: [] for k in METRICS})
+        for k in METRICS:
+            per_metric[k].append(m[k])
+    if BASELINE not in by_trainer:
+        raise ValueError(f"no {BASELINE} measurement to compare with")
+    medians = {t: {k: statistics.median(v) for k, v in metrics.items()} for t, metrics in by_trainer.items()}
+    base = medians[BASELINE]
+    return {
+        t: {**{k: medians[t][k] for k in METRICS},
+            **{f"{k}_ratio": medians[t][k] / base[k] if base[k] > 0 else float("nan") for k in METRICS},
+            "rounds": len(by_trainer[t]["step_seconds"])}
+        for t in medians
+    }
+
+
+def format_summary(summary: dict) -> str:
+    header = ["trainer", "step s", "x", "inference s/case", "x", "peak MB", "x"]
+    rows = [header]
+    for trainer, s in summary.items():
+        rows.append([trainer, f"{s['step_seconds']:.3f}", f"{s['step_seconds_ratio']:.2f}",
+                     f"{s['inference_seconds_per_case']:.3f}", f"{s['inference_seconds_per_case_ratio']:.2f}",
+                     f"{s['peak_memory_mb']:.0f}", f"{s['peak_memory_mb_ratio']:.2f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def _measure_in_subprocess(trainer: str, args, env: dict) -> dict:
+    command = [sys.executable, "-m", "nnunet_multimodal.benchmarks.speed_worker", "-d", str(args.d), "-c", args.c,
+               "-p", args.p, "-tr", trainer, "-device", args.device, "--steps", str(args.steps), "--warmup",
+               str(args.warmup), "--cases", str(args.cases)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"measuring {trainer} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_speed_benchmark(args) -> int:
+    env = env_with_plugin()
+    env.setdefault("nnUNet_compile", "f")
+    env.setdefault("nnUNet_n_proc_DA", "0")
+    measurements = []
+    with tempfile.TemporaryDirectory(prefix="nnunet_mm_speed_") as scratch:
+        # trainers write logs into nnUNet_results on construction; keep the user's results folder clean
+        env["nnUNet_results"] = scratch
+        for round_index, order in enumerate(round_orders(args.tr, args.rounds)):
+            for trainer in order:
+                print(f"round {round_index + 1}/{args.rounds}: {trainer}", file=sys.stderr, flush=True)
+                measurements.append(_measure_in_subprocess(trainer, args, env))
+    summary = summarize(measurements)
+    print(format_summary(summary))
+    report = {"schema_version": SCHEMA_VERSION, "baseline": BASELINE, "dataset": str(args.d),
+              "configuration": args.c, "plans": args.p, "device": args.device, "steps": args.steps,
+              "warmup": args.warmup, "rounds": args.rounds, "measurements": measurements, "summary": summary,
+              "host_cpus": os.cpu_count()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0

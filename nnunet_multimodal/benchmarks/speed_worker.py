@@ -1,0 +1,90 @@
+"""One speed measurement of one trainer, in its own process; prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(dataset: str, configuration: str, plans: str, trainer_name: str, device: str, steps: int,
+            warmup: int, cases: int) -> dict:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    torch_device = torch.device(device)
+    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch_device)
+    trainer.on_train_start()
+    sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
+    trainer.on_train_epoch_start()
+    batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
+    for batch in batches[:warmup]:
+        trainer.train_step(batch)
+    if torch_device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _rss_now_mb()
+    times = []
+    for batch in batches[warmup:]:
+        sync()
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch_device.type == "cuda" else _peak_rss_mb()
+
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
+                                    trainer.dataset_json, trainer.__class__.__name__,
+                                    trainer.inference_allowed_mirroring_axes)
+    _, val_keys = trainer.do_split()
+    dataset_val = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys[:cases])
+    inference_times = []
+    for key in dataset_val.identifiers:
+        data = torch.from_numpy(dataset_val.load_case(key)[0][:])
+        sync()
+        start = time.perf_counter()
+        predictor.predict_sliding_window_return_logits(data)
+        sync()
+        inference_times.append(time.perf_counter() - start)
+    trainer.on_train_end()
+    return {"trainer": trainer_name, "step_seconds": statistics.median(times),
+            "inference_seconds_per_case": statistics.median(inference_times), "peak_memory_mb": peak,
+            "memory_kind": "cuda_max_allocated" if torch_device.type == "cuda" else "process_peak_rss",
+            "rss_before_steps_mb": rss_before, "steps": len(times), "cases": len(inference_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-d", required=True)
+    parser.add_argument("-c", required=True)
+    parser.add_argument("-p", required=True)
+    parser.add_argument("-tr", required=True)
+    parser.add_argument("-device", default="cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cases", type=int, default=2)
+    a = parser.parse_args()
+    result = measure(a.d, a.c, a.p, a.tr, a.device, a.steps, a.warmup, a.cases)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""``nnunet-mm``: the plugin's commands on top of nnU-Net's own console scripts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_env(args) -> int:
+    from nnunet_multimodal.environment import env_report
+
+    print(env_report())
+    return 0
+
+
+def _raw_dataset_folder(dataset: str):
+    from pathlib import Path
+
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    if not nnUNet_raw.is_set():
+        raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
+    return Path(nnUNet_raw.get()) / maybe_convert_to_dataset_name(dataset)
+
+
+def _cmd_verify(args) -> int:
+    from nnunet_multimodal.data.verify import verify_dataset
+
+    folder = args.folder or _raw_dataset_folder(args.d)
+    problems = verify_dataset(folder, progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    for problem in problems:
+        print(problem)
+    print(f"{folder}: {len(problems)} problem(s)" if problems else f"{folder}: OK")
+    return 1 if problems else 0
+
+
+def _cmd_plans(args) -> int:
+    from pathlib import Path
+
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunet_multimodal.plans.derive import write_derived_plans
+
+    if not nnUNet_preprocessed.is_set():
+        raise SystemExit("nnUNet_preprocessed is not set: run `nnunet-mm env` to see how to set it")
+    folder = Path(nnUNet_preprocessed.get()) / maybe_convert_to_dataset_name(args.d)
+    name = args.o or f"{args.p}_mm{'tiny' if args.tiny else ''}"
+    target = write_derived_plans(folder, args.p, args.c, name, args.tiny, args.set)
+    print(f"wrote {target}\nuse it with: nnUNetv2_train {args.d} {args.c[0]} FOLD -tr TRAINER -p {name}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from nnunet_multimodal.demo import run_demo
+
+    return run_demo(root=args.root, quick=args.quick, dataset_id=args.dataset_id)
+
+
+def _cmd_benchmark_speed(args) -> int:
+    from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
+
+    return run_speed_benchmark(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-mm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("env", help="print the nnUNet_extTrainer export line and unset nnU-Net folders")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("verify", help="check a raw dataset: channels, geometry, NaN/Inf, label values")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("-d", help="dataset name or id (looked up in nnUNet_raw)")
+    group.add_argument("--folder", help="a raw dataset folder (instead of -d)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("plans", help="derive plans (tiny CPU variant, method knobs) from nnU-Net's plans")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", nargs="+", default=["2d"], help="configurations to change (default: 2d)")
+    p.add_argument("-p", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
+    p.add_argument("-o", help="new plans identifier (default: <source>_mmtiny with --tiny, else <source>_mm)")
+    p.add_argument("--tiny", action="store_true", help="small patch, 4 stages of 16-128 features, small batch")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KNOB=VALUE",
+                   help="method knob stored under configurations[c]['multimodal'][SECTION] (JSON value)")
+    p.set_defaults(func=_cmd_plans)
+
+    p = sub.add_parser("demo", help="phantom dataset -> plan -> train method and baseline -> predict -> compare")
+    p.add_argument("--root", default="nnunet_mm_demo", help="working folder (default: ./nnunet_mm_demo)")
+    p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
+    p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("benchmark", help="benchmarks")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    p = bench.add_parser("speed", help="step time, inference time and peak memory as ratios to nnUNetTrainer")
+    p.add_argument("-d", required=True, help="dataset name or id (preprocessed)")
+    p.add_argument("-c", default="2d", help="configuration (default: 2d)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-tr", nargs="+", required=True, help="trainers to compare with nnUNetTrainer")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per round (default: 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default: 3)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the trainers (default: 2)")
+    p.add_argument("--cases", type=int, default=2, help="cases timed for sliding-window inference (default: 2)")
+    p.add_argument("--json", help="write the results here as JSON")
+    p.set_defaults(func=_cmd_benchmark_speed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        print(f"nnunet-mm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Dataset checks nnU-Net only warns about or skips, each failure named by case and file with its fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SPACING_RTOL = 1e-3
+ORIGIN_ATOL_MM = 1e-2
+DIRECTION_ATOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Problem:
+    case: str
+    file: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"[{self.case}] {self.file}: {self.message}\n    fix: {self.fix}"
+
+
+def declared_label_values(labels: dict) -> set[int]:
+    values = set()
+    for value in labels.values():
+        values.update(value if isinstance(value, list) else [value])
+    return {int(v) for v in values}
+
+
+def _geometry(image: sitk.Image) -> dict:
+    return {"shape": image.GetSize(), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
+            "direction": image.GetDirection()}
+
+
+def _geometry_mismatch(reference: dict, other: dict) -> str | None:
+    if reference["shape"] != other["shape"]:
+        return f"shape {other['shape']} differs from {reference['shape']}"
+    if not np.allclose(reference["spacing"], other["spacing"], rtol=SPACING_RTOL, atol=0):
+        return f"spacing {other['spacing']} differs from {reference['spacing']}"
+    if not np.allclose(reference["origin"], other["origin"], rtol=0, atol=ORIGIN_ATOL_MM):
+        return f"origin {other['origin']} differs from {reference['origin']}"
+    if not np.allclose(reference["direction"], other["direction"], rtol=0, atol=DIRECTION_ATOL):
+        return f"direction {other['direction']} differs from {reference['direction']}"
+    return None
+
+
+RESAMPLE_FIX = ("resample every channel (and the label) of this case onto one grid, e.g. with SimpleITK.Resample "
+                "onto the first channel, before nnUNetv2_plan_and_preprocess")
+
+
+def count_non_finite(path: Path, image: sitk.Image) -> int:
+    """NaN/Inf voxels as stored in the file. SimpleITK's NIfTI reader turns them into 0 silently, so NIfTI
+    files are read with nibabel here (other readers, and nnU-Net's NibabelIO, would see the NaNs)."""
+    if path.name.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        array = np.asanyarray(nibabel.load(str(path)).dataobj)
+    else:
+        array = sitk.GetArrayViewFromImage(image)
+    return int(np.count_nonzero(~np.isfinite(array))) if np.issubdtype(array.dtype, np.floating) else 0
+
+
+def group_case_files(folder: Path, file_ending: str) -> dict[str, dict[int, Path]]:
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(file_ending)}$")
+    cases: dict[str, dict[int, Path]] = defaultdict(dict)
+    for path in sorted(folder.iterdir()):
+        match = pattern.match(path.name)
+        if match:
+            cases[match["case"]][int(match["channel"])] = path
+    return cases
+
+
+def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_names: dict,
+                  label_file: Path | None, allowed_labels: set[int]) -> list[Problem]:
+    problems = []
+    for channel in range(num_channels):
+        if channel not in files:
+            expected = f"{case}_{channel:04d}"
+            problems.append(Problem(case, expected, f"channel {channel} ({channel_names[str(channel)]}) is missing",
+                                    f"add {expected} for this case, or remove the case's other files"))
+    for channel in sorted(set(files) - set(range(num_channels))):
+        problems.append(Problem(case, files[channel].name,
+                                f"channel {channel} is not declared in dataset.json channel_names "
+                                f"({num_channels} channels)",
+                                "remove the file, or declare the channel in dataset.json channel_names"))
+    reference = None
+    for channel in sorted(c for c in files if c < num_channels):
+        image = sitk.ReadImage(str(files[channel]))
+        geometry = _geometry(image)
+        if reference is None:
+            reference = (files[channel].name, geometry)
+        else:
+            mismatch = _geometry_mismatch(reference[1], geometry)
+            if mismatch:
+                problems.append(Problem(case, files[channel].name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
+        bad = count_non_finite(files[channel], image)
+        if bad:
+            problems.append(Problem(case, files[channel].name, f"{bad} NaN/Inf voxels",
+                                    "replace non-finite voxels (e.g. numpy.nan_to_num) or re-export the image"))
+    if label_file is not None:
+        label = sitk.ReadImage(str(label_file))
+        if reference is not None:
+            mismatch = _geometry_mismatch(reference[1], _geometry(label))
+            if mismatch:
+                problems.append(Problem(case, label_file.name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
+        values = set(np.unique(sitk.GetArrayViewFromImage(label)).astype(int).tolist())
+        undeclared = sorted(values - allowed_labels)
+        if undeclared:
+            problems.append(Problem(case, label_file.name, f"label values {undeclared} are not declared in "
+                                    f"dataset.json labels (declared: {sorted(allowed_labels)})",
+                                    "declare them in dataset.json 'labels' or remap them in the label file"))
+    return problems
+
+
+def verify_dataset(folder: str | Path, progress=None) -> list[Problem]:
+    """Check a raw nnU-Net dataset folder; returns every problem found (empty list: all good)."""
+    folder = Path(folder)
+    dataset_json_file = folder / "dataset.json"
+    if not dataset_json_file.is_file():
+        return [Problem("-", str(dataset_json_file), "dataset.json is missing",
+                        "write dataset.json (channel_names, labels, numTraining, file_ending)")]
+    dataset_json = json.loads(dataset_json_file.read_text())
+    channel_names = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
+    file_ending = dataset_json.get("file_ending", ".nii.gz")
+    num_channels = len(channel_names)
+    allowed = declared_label_values(dataset_json.get("labels", {}))
+    problems = []
+    for images_sub, labels_sub in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
+        images_dir, labels_dir = folder / images_sub, folder / labels_sub
+        if not images_dir.is_dir():
+            if images_sub == "imagesTr":
+                problems.append(Problem("-", str(images_dir), "imagesTr is missing", "add the training images"))
+            continue
+        cases = group_case_files(images_dir, file_ending)
+        label_files = {p.name[: -len(file_ending)]: p for p in labels_dir.glob(f"*{file_ending}")} \
+            if labels_dir.is_dir() else {}
+        for case in sorted(set(label_files) - set(cases)):
+            problems.append(Problem(case, label_files[case].name, f"label without images in {images_sub}",
+                                    f"add the case's images to {images_sub} or remove the label"))
+        if images_sub == "imagesTr":
+            for case in sorted(set(cases) - set(label_files)):
+                problems.append(Problem(case, f"{labels_sub}/{case}{file_ending}", "training case without label",
+                                        f"add the label to {labels_sub} or remove the case's images"))
+            declared = dataset_json.get("numTraining")
+            if declared is not None and declared != len(cases):
+                problems.append(Problem("-", "dataset.json", f"numTraining is {declared} but imagesTr holds "
+                                        f"{len(cases)} cases", f"set numTraining to {len(cases)}"))
+        for index, case in enumerate(sorted(cases)):
+            if progress:
+                progress(f"{images_sub} {index + 1}/{len(cases)}: {case}")
+            problems += verify_images(case, cases[case], num_channels, channel_names, label_files.get(case),
+                                      allowed)
+    return problems

@@ -1,0 +1,41 @@
+"""Where nnU-Net finds our trainers, and which nnU-Net folders are set."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def trainers_folder() -> Path:
+    return Path(str(files("nnunet_multimodal.trainers")))
+
+
+def ext_trainer_value(current: str | None = None) -> str:
+    """nnUNet_extTrainer with our trainers folder appended (never replacing what the user set)."""
+    ours = str(trainers_folder())
+    existing = [p for p in (current or "").split(os.pathsep) if p]
+    if ours in existing:
+        return os.pathsep.join(existing)
+    return os.pathsep.join(existing + [ours])
+
+
+def env_with_plugin(base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    env["nnUNet_extTrainer"] = ext_trainer_value(env.get("nnUNet_extTrainer"))
+    return env
+
+
+def env_report(environ: dict | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    lines = ["# nnU-Net finds the nnunet-multimodal trainers through this (add it to your shell profile):",
+             f"export nnUNet_extTrainer=\"{ext_trainer_value(environ.get('nnUNet_extTrainer'))}\""]
+    unset = [name for name in NNUNET_FOLDERS if not environ.get(name)]
+    if unset:
+        lines.append("# These nnU-Net folders are not set; choose where your data should live, e.g.:")
+        lines += [f"export {name}=\"$HOME/nnUNet_data/{name}\"" for name in unset]
+    else:
+        lines.append("# nnUNet_raw, nnUNet_preprocessed and nnUNet_results are set.")
+    return "\n".join(lines)

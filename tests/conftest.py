@@ -1,0 +1,102 @@
+"""Shared fixtures: one phantom dataset preprocessed once per session, one tiny model trained once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
+from nnunet_multimodal.environment import env_with_plugin
+
+BIN = Path(sys.executable).parent
+DATASET_ID = 901
+TINY_PLANS = "nnUNetPlans_mmtiny"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def run_tool(command: list, env: dict, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    command = [str(BIN / command[0])] + [str(c) for c in command[1:]]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-5000:]}")
+    return result
+
+
+@dataclass
+class NnunetWorkspace:
+    root: Path
+    env: dict
+
+    @property
+    def raw(self) -> Path:
+        return Path(self.env["nnUNet_raw"])
+
+    @property
+    def preprocessed(self) -> Path:
+        return Path(self.env["nnUNet_preprocessed"])
+
+    @property
+    def results(self) -> Path:
+        return Path(self.env["nnUNet_results"])
+
+
+def make_workspace(root: Path) -> NnunetWorkspace:
+    env = env_with_plugin()
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[name] = str(root / name)
+        Path(env[name]).mkdir(parents=True, exist_ok=True)
+    env.update(nnUNet_compile="f", nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0")
+    return NnunetWorkspace(root, env)
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> NnunetWorkspace:
+    return make_workspace(tmp_path_factory.mktemp("nnunet"))
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(workspace) -> Path:
+    """A 2D 3-modality phantom (10 training, 2 test cases), planned, preprocessed and given tiny plans."""
+    spec = PhantomSpec(shape=(64, 64), seed=1)
+    raw = write_dataset(workspace.raw, DATASET_ID, "TestPhantom", spec, num_training=10, num_test=2)
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "2d", "-np", "1"],
+             dict(workspace.env, nnUNet_n_proc_DA="1"))
+    run_tool(["nnunet-mm", "plans", "-d", DATASET_ID, "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def preprocessed_folder(workspace, phantom_dataset) -> Path:
+    return workspace.preprocessed / phantom_dataset.name
+
+
+@pytest.fixture
+def nnunet_paths(workspace, monkeypatch):
+    """nnU-Net's folders for in-process trainers (nnunetv2.paths reads the variables lazily)."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, workspace.env[name])
+    monkeypatch.setenv("nnUNet_compile", "f")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_def_n_proc", "1")
+    return workspace
+
+
+def pytest_report_header(config):
+    return f"nnunet-multimodal tests; shared data: {SHARED if SHARED.is_dir() else 'absent'}; cpus: {os.cpu_count()}"
+
+
+BASE_TRAINER = "nnUNetTrainerMultiModalBase_2epochs"
+
+
+@pytest.fixture(scope="session")
+def trained_base_model(workspace, phantom_dataset) -> Path:
+    """nnUNetv2_train with our base trainer (2 epochs) on the phantom, fold 0; returns the fold folder."""
+    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", BASE_TRAINER, "-p", TINY_PLANS, "-device", "cpu"],
+             workspace.env)
+    return workspace.results / phantom_dataset.name / f"{BASE_TRAINER}__{TINY_PLANS}__2d" / "fold_0"

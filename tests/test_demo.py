@@ -1,0 +1,26 @@
+import json
+
+from conftest import make_workspace, run_tool
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    env = make_workspace(tmp_path / "unused").env
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env.pop(name)  # the demo creates its own folders under --root
+    root = tmp_path / "demo"
+    result = run_tool(["nnunet-mm", "demo", "--quick", "--root", root], env)
+    out = result.stdout
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "SYNTHETIC", "mean Dice"):
+        assert step in out
+    results = json.loads((root / "results.json").read_text())
+    assert results["synthetic"] is True
+    assert [r["trainer"] for r in results["rows"]] == ["nnUNetTrainerMultiModalBase_2epochs",
+                                                       "nnUNetTrainerMMPlain_2epochs"]
+    for row in results["rows"]:
+        assert set(row["dice"]) == {"organ", "lesion", "cyst"}
+        assert 0.0 <= row["mean_dice"] <= 1.0
+        assert (root / "figures" / f"{row['trainer']}.png").is_file()
+        assert row["figure"] in out
+
+    again = run_tool(["nnunet-mm", "demo", "--quick", "--root", root], env, check=False)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stdout

@@ -1,0 +1,100 @@
+import json
+from copy import deepcopy
+
+import pytest
+from nnunet_multimodal.plans.derive import derive_plans, parse_knob, resolve_configuration, write_derived_plans
+
+PLAIN_3D = {
+    "data_identifier": "nnUNetPlans_3d_fullres",
+    "batch_size": 2,
+    "patch_size": [80, 160, 160],
+    "spacing": [3.0, 0.5, 0.5],
+    "architecture": {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
+            "kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * 5,
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+            "n_conv_per_stage": [2] * 6, "n_conv_per_stage_decoder": [2] * 5,
+        },
+        "_kw_requires_import": [],
+    },
+}
+PLANS = {
+    "plans_name": "nnUNetPlans",
+    "configurations": {
+        "3d_fullres": PLAIN_3D,
+        "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
+    },
+}
+
+
+def test_tiny_keeps_data_identifier_and_spacing():
+    plans = derive_plans(PLANS, ["3d_fullres"], "nnUNetPlans_mmtiny", tiny=True)
+    configuration = plans["configurations"]["3d_fullres"]
+    assert plans["plans_name"] == "nnUNetPlans_mmtiny"
+    assert configuration["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert configuration["spacing"] == [3.0, 0.5, 0.5]
+    arch = configuration["architecture"]["arch_kwargs"]
+    assert arch["n_stages"] == 4 and arch["features_per_stage"] == [16, 32, 64, 128]
+    assert len(arch["strides"]) == len(arch["kernel_sizes"]) == len(arch["n_conv_per_stage"]) == 4
+    assert len(arch["n_conv_per_stage_decoder"]) == 3
+    # every patch axis divisible by the product of its strides: (1*1*2*2, 1*2*2*2, 1*2*2*2) = (4, 8, 8)
+    assert configuration["patch_size"] == [32, 32, 32]
+    assert configuration["batch_size"] == 2
+    assert PLANS["configurations"]["3d_fullres"] == PLAIN_3D  # source untouched
+
+
+def test_residual_encoder_plans():
+    plans = deepcopy(PLANS)
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    arch["n_blocks_per_stage"] = arch.pop("n_conv_per_stage")
+    tiny = derive_plans(plans, ["3d_fullres"], "resenc_tiny", tiny=True)
+    assert tiny["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_blocks_per_stage"] == [1] * 4
+
+
+def test_inherited_configuration_is_written_resolved_with_whole_architecture():
+    plans = derive_plans(PLANS, ["3d_cascade_fullres"], "p_mm", tiny=False, knobs=["cmsad.levels=[2,3]"])
+    configuration = plans["configurations"]["3d_cascade_fullres"]
+    assert "inherits_from" not in configuration
+    assert configuration["architecture"] == PLAIN_3D["architecture"]
+    assert configuration["previous_stage"] == "3d_lowres"
+    assert configuration["multimodal"] == {"cmsad": {"levels": [2, 3]}}
+
+
+def test_knob_values_are_json_or_strings():
+    assert parse_knob("maml.width=0.5") == ("maml", "width", 0.5)
+    assert parse_knob("sam.variant=vit_b") == ("sam", "variant", "vit_b")
+    assert parse_knob("cmsad.bidirectional=true") == ("cmsad", "bidirectional", True)
+    for bad in ("width=0.5", "maml.width", ".x=1"):
+        with pytest.raises(ValueError, match="SECTION.KNOB=VALUE"):
+            parse_knob(bad)
+
+
+def test_plans_name_without_double_underscore():
+    with pytest.raises(ValueError, match="__"):
+        derive_plans(PLANS, ["3d_fullres"], "bad__name", tiny=True)
+
+
+def test_unknown_configuration():
+    with pytest.raises(KeyError, match="2d"):
+        resolve_configuration(PLANS, "2d")
+
+
+def test_write_derived_plans(tmp_path):
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(PLANS))
+    target = write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "nnUNetPlans_mmtiny", tiny=True)
+    assert target.name == "nnUNetPlans_mmtiny.json"
+    assert json.loads(target.read_text())["plans_name"] == "nnUNetPlans_mmtiny"
+    with pytest.raises(FileNotFoundError, match="nnUNetv2_plan_and_preprocess"):
+        write_derived_plans(tmp_path, "absentPlans", ["3d_fullres"], "x", tiny=True)
+    with pytest.raises(KeyError, match="no configuration"):
+        write_derived_plans(tmp_path, "nnUNetPlans", ["2d"], "x", tiny=True)
+
+
+def test_cli_on_real_preprocessed_dataset(preprocessed_folder):
+    plans = json.loads((preprocessed_folder / "nnUNetPlans_mmtiny.json").read_text())
+    original = json.loads((preprocessed_folder / "nnUNetPlans.json").read_text())
+    assert plans["plans_name"] == "nnUNetPlans_mmtiny"
+    assert plans["configurations"]["2d"]["data_identifier"] == original["configurations"]["2d"]["data_identifier"]
+    assert plans["configurations"]["2d"]["patch_size"] == [64, 64]
