@@ -25,12 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP)
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/nnunet-mm demo $(DEMO_ARGS)
 
 clean-venv:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from nnunet_multimodal.environment import NNUNET_FOLDERS, env_with_plugin
+from nnunet_multimodal.text_table import text_table
 
 DEMO_NAME = "SyntheticPhantom"
 DEMO_CONFIGURATION = "2d"
@@ -106,8 +107,7 @@ def format_table(rows: list[dict], label_names: list[str]) -> str:
     for row in rows:
         lines.append([row["model"], row["trainer"]] + [f"{row['dice'][n]:.3f}" for n in label_names]
                      + [f"{row['mean_dice']:.3f}", f"{row['train_seconds']:.0f}", f"{row['predict_seconds']:.0f}"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
+    return text_table(lines)
 
 
 def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, dataset_id: int = 990) -> int:

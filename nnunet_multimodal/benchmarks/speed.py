@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from nnunet_multimodal.environment import env_with_plugin
+from nnunet_multimodal.text_table import text_table
 
 BASELINE = "nnUNetTrainer"
 METRICS = ("step_seconds", "inference_seconds_per_case", "peak_memory_mb")
@@ -55,8 +56,7 @@ def format_summary(summary: dict) -> str:
         rows.append([trainer, f"{s['step_seconds']:.3f}", f"{s['step_seconds_ratio']:.2f}",
                      f"{s['inference_seconds_per_case']:.3f}", f"{s['inference_seconds_per_case_ratio']:.2f}",
                      f"{s['peak_memory_mb']:.0f}", f"{s['peak_memory_mb_ratio']:.2f}"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return text_table(rows)
 
 
 def _measure_in_subprocess(trainer: str, args, env: dict) -> dict:

@@ -1,0 +1,9 @@
+"""Plain-text tables for the commands' console output."""
+
+from __future__ import annotations
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
