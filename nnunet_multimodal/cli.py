@@ -58,6 +58,17 @@ def _cmd_demo(args) -> int:
     return run_demo(root=args.root, quick=args.quick, dataset_id=args.dataset_id)
 
 
+def _cmd_attention_maps(args) -> int:
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_multimodal.inference.attention_maps import export_attention_maps
+
+    folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    output = export_attention_maps(folder, args.f, args.chk, args.i, args.o, args.device)
+    print(f"wrote {output}")
+    return 0
+
+
 def _cmd_benchmark_speed(args) -> int:
     from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
 
@@ -93,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
     p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("attention-maps", help="CMSAD: each modality's attention maps per encoder stage for a case")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-f", default="0", help="fold (default: 0)")
+    p.add_argument("-tr", default="nnUNetTrainerCMSAD", help="trainer (default: nnUNetTrainerCMSAD)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    p.add_argument("-i", nargs="+", required=True, help="the case's image files, one per modality, in channel order")
+    p.add_argument("-o", required=True, help="output PNG")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_cmd_attention_maps)
 
     p = sub.add_parser("benchmark", help="benchmarks")
     bench = p.add_subparsers(dest="benchmark", required=True)

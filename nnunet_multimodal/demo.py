@@ -22,9 +22,8 @@ DEMO_NAME = "SyntheticPhantom"
 DEMO_CONFIGURATION = "2d"
 DEMO_PLANS = "nnUNetPlans_mmtiny"
 DEMO_FOLD = "0"
-# Until a method trainer lands, the method side is the shared base with the plans' plain network.
 DEMO_TRAINERS = {
-    "method": {"full": "nnUNetTrainerMultiModalBase_demo", "quick": "nnUNetTrainerMultiModalBase_2epochs"},
+    "CMSAD": {"full": "nnUNetTrainerCMSAD_demo", "quick": "nnUNetTrainerCMSAD_2epochs"},
     "nnU-Net baseline": {"full": "nnUNetTrainerMMPlain_demo", "quick": "nnUNetTrainerMMPlain_2epochs"},
 }
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation Dice", "done with", "Training done")

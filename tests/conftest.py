@@ -100,3 +100,25 @@ def trained_base_model(workspace, phantom_dataset) -> Path:
     run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", BASE_TRAINER, "-p", TINY_PLANS, "-device", "cpu"],
              workspace.env)
     return workspace.results / phantom_dataset.name / f"{BASE_TRAINER}__{TINY_PLANS}__2d" / "fold_0"
+
+
+CMSAD_TRAINER = "nnUNetTrainerCMSAD_2epochs"
+PLAIN_TRAINER = "nnUNetTrainerMMPlain_2epochs"
+
+
+def train_fold0(workspace, dataset_folder: Path, trainer: str, *extra) -> Path:
+    run_tool(["nnUNetv2_train", dataset_folder.name, "2d", "0", "-tr", trainer, "-p", TINY_PLANS, "-device", "cpu",
+              *extra], workspace.env)
+    return workspace.results / dataset_folder.name / f"{trainer}__{TINY_PLANS}__2d" / "fold_0"
+
+
+@pytest.fixture(scope="session")
+def trained_cmsad_model(workspace, phantom_dataset) -> Path:
+    """nnUNetTrainerCMSAD_2epochs on the phantom, fold 0, validation probabilities kept (--npz)."""
+    return train_fold0(workspace, phantom_dataset, CMSAD_TRAINER, "--npz")
+
+
+@pytest.fixture(scope="session")
+def trained_plain_model(workspace, phantom_dataset) -> Path:
+    """Plain nnUNetTrainer (2-epoch schedule) on the same plans and fold, with --npz, for ensembles."""
+    return train_fold0(workspace, phantom_dataset, PLAIN_TRAINER, "--npz")

@@ -29,6 +29,8 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
     torch_device = torch.device(device)
     trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch_device)
     trainer.on_train_start()
+    # measure with every extra loss term at its final weight (warm-ups would otherwise switch them off)
+    trainer.current_epoch = trainer.num_epochs - 1
     sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
     trainer.on_train_epoch_start()
     batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]

@@ -1,0 +1,1 @@
+"""Inference-side tools on trained models."""

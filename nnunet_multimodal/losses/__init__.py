@@ -1,0 +1,1 @@
+"""Method losses: small composable modules."""

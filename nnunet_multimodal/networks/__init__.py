@@ -1,0 +1,1 @@
+"""Method networks, built from the plans' standard architecture."""

@@ -68,12 +68,14 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
     default_knobs: dict = {}
     extra_loss_terms: tuple[LossTerm, ...] = ()
     modality_dropout_p: float = 0.0
+    trainer_knob_names: tuple[str, ...] = ()
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # checked before nnU-Net's constructor creates the output folder and log file
         modality_names = self.modality_names_from_dataset_json(dataset_json)
         self.check_modality_count(len(modality_names), modality_names)
+        self.architecture_knobs(PlansManager(plans).get_configuration(configuration))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.modality_names = modality_names
         self.num_modalities = len(modality_names)
@@ -116,6 +118,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
             "architecture": self.architecture_knobs(self.configuration_manager),
             "modality_dropout_p": self.modality_dropout_p,
             "extra_loss_terms": [t.as_dict() for t in self.extra_loss_terms],
+            **{name: getattr(self, name) for name in self.trainer_knob_names},
             "num_epochs": self.num_epochs,
             "num_iterations_per_epoch": self.num_iterations_per_epoch,
         }
@@ -172,6 +175,15 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         """Unweighted extra loss terms by name (see ``extra_loss_terms``); called only while one of them has
         a non-zero weight. ``output`` is the network's training mapping (empty for plain logits)."""
         raise NotImplementedError(f"{self.__class__.__name__} lists extra_loss_terms but does not compute them")
+
+    def valid_mask(self, target) -> torch.Tensor | None:
+        """(B, 1, *sp) float mask of full-resolution voxels outside the ignore label; None without one."""
+        target = target[0] if isinstance(target, (list, tuple)) else target
+        if not self.label_manager.has_ignore_label:
+            return None
+        if self.label_manager.has_regions:
+            return 1 - target[:, -1:].float()
+        return (target != self.label_manager.ignore_label).float()
 
     def sample_modality_availability(self, batch_size: int) -> torch.Tensor | None:
         if self.modality_dropout_p <= 0:

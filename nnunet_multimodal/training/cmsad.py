@@ -1,0 +1,61 @@
+"""nnUNetTrainerCMSAD: cross-modal self-attention distillation with spatial correlated feature fusion."""
+
+from __future__ import annotations
+
+import torch
+
+from nnunet_multimodal.losses.attention_distillation import CrossModalAttentionDistillation
+from nnunet_multimodal.networks.cmsad import DEFAULT_KNOBS, CMSADNet
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+
+
+class nnUNetTrainerCMSAD(nnUNetTrainerMultiModalBase):
+    """One encoder branch per modality, SCFF fusion, shared decoder; loss = Dice+CE (DS) + λ·distillation."""
+
+    min_modalities = 2
+    knob_section = "cmsad"
+    default_knobs = DEFAULT_KNOBS
+    extra_loss_terms = (LossTerm("distill", weight=0.1, start=0.3, ramp=0.1),)
+    distill_stages: tuple[int, ...] = (-3, -2, -1)
+    distill_cross_pairs: str = "both"
+    distill_self: bool = True
+    attention_p: float = 2.0
+    attention_normalization: str = "softmax"
+    trainer_knob_names = ("distill_stages", "distill_cross_pairs", "distill_self", "attention_p",
+                          "attention_normalization")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.distillation = CrossModalAttentionDistillation(self.distill_stages, self.distill_cross_pairs,
+                                                            self.distill_self, self.attention_p,
+                                                            self.attention_normalization)
+
+    @classmethod
+    def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
+                                 enable_deep_supervision, knobs):
+        return CMSADNet(PlansArchitecture.from_configuration(configuration_manager), num_modalities,
+                        num_extra_channels, num_output_channels, tuple(configuration_manager.patch_size),
+                        enable_deep_supervision, knobs)
+
+    def compute_extra_losses(self, output, target, available):
+        return {"distill": self.distillation(output["branch_features"], self.num_modalities, available,
+                                             self.valid_mask(target))}
+
+
+class nnUNetTrainerCMSAD_noDistill(nnUNetTrainerCMSAD):
+    """Ablation: the CMSAD network (branches + SCFF) without the distillation term."""
+
+    extra_loss_terms = (LossTerm("distill", weight=0.0),)
+
+
+class nnUNetTrainerCMSAD_2epochs(TwoEpochs, nnUNetTrainerCMSAD):
+    # distillation from the first epoch so that short runs exercise it
+    extra_loss_terms = (LossTerm("distill", weight=0.1),)
+
+
+class nnUNetTrainerCMSAD_demo(DemoSchedule, nnUNetTrainerCMSAD):
+    pass

@@ -1,0 +1,115 @@
+import pytest
+import torch
+from arch_helpers import architecture
+
+from nnunet_multimodal.networks.cmsad import CMSADNet, branch_features_per_stage
+from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
+
+
+def make(dim=2, modalities=3, extra=0, classes=3, kind="PlainConvUNet", ds=True, **knobs):
+    torch.manual_seed(0)
+    return CMSADNet(architecture(dim=dim, kind=kind), modalities, extra, classes, (16,) * dim, ds, knobs)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("modalities", [2, 3, 4])
+def test_shapes_training_and_inference(dim, modalities):
+    net = make(dim, modalities)
+    x = torch.randn(2, modalities, *(16,) * dim)
+    out = net.train()(x)
+    assert [tuple(o.shape) for o in out["logits"]] == [(2, 3, *(s,) * dim) for s in (16, 8)]
+    assert [f.shape[1] for f in out["branch_features"]] == [modalities * c for c in net.branch_channels]
+    net.eval()
+    net.set_deep_supervision(False)
+    with torch.no_grad():
+        logits = net(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3, *(16,) * dim)
+
+
+def test_residual_encoder_plans():
+    net = make(kind="ResidualEncoderUNet")
+    out = net.train()(torch.randn(2, 3, 16, 16))
+    assert out["logits"][0].shape == (2, 3, 16, 16)
+
+
+def test_deep_supervision_toggle():
+    net = make().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert isinstance(net(x), list)
+        net.set_deep_supervision(False)
+        assert isinstance(net(x), torch.Tensor)
+
+
+def test_gradients_reach_every_branch_and_every_parameter():
+    net = make(modalities=3).train()
+    out = net(torch.randn(2, 3, 16, 16), available=torch.tensor([[True, False, True], [False, True, False]]))
+    sum(o.sum() for o in out["logits"]).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    first = next(m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    per_branch = first.weight.grad.view(3, -1).abs().sum(dim=1)
+    assert (per_branch > 0).all()
+
+
+def test_absent_modality_does_not_change_the_output():
+    net = make(modalities=3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    available = torch.tensor([[True, False, True], [True, True, False]])
+    other = x.clone()
+    other[0, 1] = torch.randn(16, 16) * 5
+    other[1, 2] = torch.randn(16, 16) * 5
+    with torch.no_grad():
+        assert torch.allclose(net(x, available)[0], net(other, available)[0], atol=1e-5)
+        assert not torch.allclose(net(x)[0], net(other)[0], atol=1e-3)
+
+
+def test_cascade_channels_go_to_every_branch():
+    net = make(modalities=2, extra=2).train()
+    out = net(torch.randn(1, 4, 16, 16))
+    assert out["logits"][0].shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="2 modality channels \\+ 2 cascade channels, got 3"):
+        net(torch.randn(1, 3, 16, 16))
+
+
+def test_level_modes_follow_knobs():
+    assert make(attention_max_tokens=32).level_modes == ["none", "gating", "attention"]  # 256, 64, 16 positions
+    assert make(scff_levels=[0, 2], attention_max_tokens=0).level_modes == ["gating", "none", "gating"]
+    with pytest.raises(ValueError, match="out of range"):
+        make(scff_levels=[5])
+
+
+def test_branch_width_rule():
+    assert branch_features_per_stage((32, 64, 128, 256), 4, "auto") == (16, 32, 64, 128)  # 1/sqrt(4)
+    assert branch_features_per_stage((16, 32, 64, 128), 3, "auto") == (8, 16, 40, 72)     # multiples of 8
+    assert branch_features_per_stage((16, 32), 2, 0.25) == (8, 8)
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(ValueError, match="branch_width"):
+            branch_features_per_stage((16,), 2, bad)
+
+
+def test_feature_map_size_for_the_planner():
+    net = make()
+    assert net.compute_conv_feature_map_size((16, 16)) > 0
+
+
+@pytest.mark.parametrize("mode", ["attention", "gating", "none"])
+def test_scff_ignores_absent_modalities(mode):
+    torch.manual_seed(0)
+    fusion = SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, torch.nn.InstanceNorm2d, {"affine": True},
+                                            torch.nn.LeakyReLU, None, 3, 8, 16, mode).eval()
+    if mode == "attention":
+        torch.nn.init.constant_(fusion.residual_scale, 0.5)
+    features = torch.randn(2, 24, 4, 4)
+    changed = features.clone()
+    changed[:, 8:16] = torch.randn(2, 8, 4, 4)
+    available = torch.tensor([[True, False, True], [True, False, False]])
+    with torch.no_grad():
+        assert torch.allclose(fusion(features, available), fusion(changed, available), atol=1e-5)
+        assert torch.isfinite(fusion(features, available)).all()
+
+
+def test_scff_invalid_options():
+    with pytest.raises(ValueError, match="mode"):
+        SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, None, None, None, None, 3, 8, 8, "bogus")
+    with pytest.raises(ValueError, match="two modalities"):
+        SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, None, None, None, None, 1, 8, 8, "none")

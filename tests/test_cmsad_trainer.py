@@ -1,0 +1,83 @@
+"""nnUNetTrainerCMSAD through nnU-Net's own console scripts."""
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool, train_fold0
+
+from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
+
+
+def predict(workspace, images, output, trainer, *extra):
+    run_tool(["nnUNetv2_predict", "-i", images, "-o", output, "-d", DATASET_ID, "-c", "2d", "-f", "0", "-tr",
+              trainer, "-p", TINY_PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
+              *extra], workspace.env)
+
+
+def test_training_logs_distillation_and_checkpoint_knobs(trained_cmsad_model):
+    checkpoint = torch.load(trained_cmsad_model / "checkpoint_final.pth", weights_only=False)
+    knobs = checkpoint["nnunet_multimodal"]["knobs"]
+    assert knobs["architecture"]["branch_width"] == "auto" and knobs["distill_stages"] == (-3, -2, -1)
+    logs = checkpoint["logging"]
+    assert len(logs["loss_distill"]) == len(logs["loss_seg"]) == 2 and all(v > 0 for v in logs["loss_distill"])
+    assert (trained_cmsad_model / "progress_loss_terms.png").is_file()
+    assert not any("distill" in k for k in checkpoint["network_weights"])
+
+
+def test_predict_and_npz_ensemble_with_plain_nnunet(workspace, phantom_dataset, trained_cmsad_model,
+                                                    trained_plain_model, tmp_path):
+    images = phantom_dataset / "imagesTs"
+    predict(workspace, images, tmp_path / "cmsad", CMSAD_TRAINER, "--save_probabilities")
+    predict(workspace, images, tmp_path / "plain", PLAIN_TRAINER, "--save_probabilities")
+    run_tool(["nnUNetv2_ensemble", "-i", tmp_path / "cmsad", tmp_path / "plain", "-o", tmp_path / "ensemble", "-np",
+              "1"], workspace.env)
+    for case in sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir()):
+        for folder in ("cmsad", "plain", "ensemble"):
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / case)))
+            assert prediction.shape == (1, 64, 64) and set(np.unique(prediction)) <= {0, 1, 2, 3}
+        probabilities = np.load(tmp_path / "cmsad" / case.replace(".nii.gz", ".npz"))["probabilities"]
+        assert np.allclose(probabilities.sum(0), 1, atol=1e-3)
+
+
+def test_find_best_configuration_with_plain_nnunet(workspace, trained_cmsad_model, trained_plain_model):
+    result = run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER,
+                       PLAIN_TRAINER, "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
+    info = json.loads((trained_cmsad_model.parents[1] / "inference_information.json").read_text())
+    assert "best_model_or_ensemble" in info
+    assert "nnUNetv2_predict" in result.stdout
+
+
+def test_pretrained_weights_from_a_cmsad_checkpoint(workspace, phantom_dataset, trained_cmsad_model):
+    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "1", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS, "-device", "cpu",
+              "-pretrained_weights", trained_cmsad_model / "checkpoint_final.pth"], workspace.env)
+    assert (trained_cmsad_model.parent / "fold_1" / "checkpoint_final.pth").is_file()
+
+
+def test_attention_maps_command(workspace, phantom_dataset, trained_cmsad_model, tmp_path):
+    images = sorted((phantom_dataset / "imagesTs").glob("*_000[0-2].nii.gz"))[:3]
+    output = tmp_path / "maps.png"
+    run_tool(["nnunet-mm", "attention-maps", "-d", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS,
+              "-i", *images, "-o", output], workspace.env)
+    assert output.stat().st_size > 10_000
+    wrong = run_tool(["nnunet-mm", "attention-maps", "-d", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, "-p",
+                      TINY_PLANS, "-i", *images[:2], "-o", output], workspace.env, check=False)
+    assert wrong.returncode == 2 and "trained on 3 modalities" in wrong.stderr
+
+
+def test_region_dataset(workspace):
+    raw = write_dataset(workspace.raw, 902, "RegionPhantom", PhantomSpec(shape=(48, 48), label_style="regions",
+                                                                         seed=2), num_training=6)
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "2d", "-np", "1"],
+             dict(workspace.env, nnUNet_n_proc_DA="1"))
+    run_tool(["nnunet-mm", "plans", "-d", "902", "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
+    fold = train_fold0(workspace, raw, CMSAD_TRAINER)
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "3"}
+
+
+def test_mean_foreground_dice_after_the_demo_budget(workspace, phantom_dataset):
+    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerCMSAD_demo")
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert summary["foreground_mean"]["Dice"] >= 0.5

@@ -1,0 +1,11 @@
+"""Discovered by nnU-Net through nnUNet_extTrainer (re-exports only; see nnunet_mm_base.py)."""
+
+from nnunet_multimodal.training.cmsad import (
+    nnUNetTrainerCMSAD,
+    nnUNetTrainerCMSAD_2epochs,
+    nnUNetTrainerCMSAD_demo,
+    nnUNetTrainerCMSAD_noDistill,
+)
+
+__all__ = ["nnUNetTrainerCMSAD", "nnUNetTrainerCMSAD_2epochs", "nnUNetTrainerCMSAD_demo",
+           "nnUNetTrainerCMSAD_noDistill"]
