@@ -69,6 +69,37 @@ def _cmd_attention_maps(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunet_multimodal.evaluation.evaluate import (
+        evaluate_folders,
+        labels_or_regions_from_dataset_json,
+        write_outputs,
+    )
+    from nnunet_multimodal.evaluation.metrics import LesionSettings
+
+    if args.djfile:
+        dataset_json = json.loads(Path(args.djfile).read_text())
+        labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
+        file_ending = dataset_json.get("file_ending", ".nii.gz")
+        ignore_label = dataset_json["labels"].get("ignore")
+    elif args.l:
+        labels_or_regions, file_ending, ignore_label = args.l, args.file_ending, None
+    else:
+        raise ValueError("pass -djfile dataset.json (labels and regions from it) or -l LABEL [LABEL ...]")
+    lesions = LesionSettings(args.lesion_dilation, args.lesion_min_volume) if args.lesion_wise else None
+    summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention, lesions,
+                               ignore_label, args.np)
+    paths = write_outputs(summary, args.o or args.pred)
+    for name, mean in summary["mean"].items():
+        print(f"{name}: " + ", ".join(f"{m} {v:.4f}" for m, v in mean.items() if m in ("Dice", "HD95",
+                                                                                      "lesion_dice", "lesion_hd95")))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _cmd_benchmark_speed(args) -> int:
     from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
 
@@ -104,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
     p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, volumes, lesion-wise metrics per case and label/region")
+    p.add_argument("-ref", required=True, help="folder with the reference segmentations")
+    p.add_argument("-pred", required=True, help="folder with the predictions (same file names)")
+    p.add_argument("-djfile", help="dataset.json: labels, regions, ignore label and file ending")
+    p.add_argument("-l", nargs="+", type=int, help="labels to evaluate (without -djfile)")
+    p.add_argument("--file-ending", default=".nii.gz", help="file ending without -djfile (default: .nii.gz)")
+    p.add_argument("-o", help="output folder (default: the prediction folder)")
+    p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet",
+                   help="empty masks: nnunet = NaN when both empty; brats = Dice 1/HD95 0 when both empty, "
+                        "HD95 374 when one is")
+    p.add_argument("--lesion-wise", action="store_true", help="add BraTS 2023-style lesion-wise Dice and HD95")
+    p.add_argument("--lesion-dilation", type=int, default=0, help="dilation iterations grouping reference lesions")
+    p.add_argument("--lesion-min-volume", type=int, default=0, help="ignore lesions smaller than this (voxels)")
+    p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("attention-maps", help="CMSAD: each modality's attention maps per encoder stage for a case")
     p.add_argument("-d", required=True, help="dataset name or id")

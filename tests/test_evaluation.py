@@ -1,0 +1,169 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_multimodal.cli import main
+from nnunet_multimodal.evaluation.evaluate import evaluate_folders, labels_or_regions_from_dataset_json
+from nnunet_multimodal.evaluation.metrics import HD95_CAP, LesionSettings, dice, hd95, iou, lesion_wise, mask_metrics
+
+
+def square(shape=(40, 40), rows=(10, 30), cols=(10, 30)):
+    mask = np.zeros(shape, bool)
+    mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+    return mask
+
+
+def test_dice_and_iou_by_hand():
+    a = np.array([1, 1, 1, 0, 0], bool)
+    b = np.array([0, 1, 1, 1, 0], bool)
+    assert dice(a, b) == pytest.approx(2 * 2 / 6)
+    assert iou(a, b) == pytest.approx(2 / 4)
+
+
+def test_identical_masks_have_zero_hd95():
+    assert hd95(square(), square(), (1, 1)) == 0
+
+
+def test_shifted_squares():
+    # every surface distance is at most the shift, and far more than 5 % of them equal it
+    assert hd95(square(), square(cols=(13, 33)), (1, 1)) == pytest.approx(3.0)
+    assert hd95(square(), square(cols=(13, 33)), (1.0, 0.5)) == pytest.approx(1.5)  # anisotropic spacing
+
+
+def test_one_voxel_objects():
+    a, b = np.zeros((10, 10), bool), np.zeros((10, 10), bool)
+    a[0, 0], b[3, 4] = True, True
+    assert hd95(a, b, (1, 1)) == pytest.approx(5.0)
+    assert hd95(a, b, (2, 1)) == pytest.approx(math.hypot(6, 4))
+
+
+def test_concentric_spheres():
+    grid = np.indices((40, 40, 40)) - 20
+    radius = np.sqrt((grid ** 2).sum(0))
+    assert hd95(radius <= 10, radius <= 12, (1, 1, 1)) == pytest.approx(2.0, abs=0.5)
+
+
+def test_empty_mask_conventions():
+    empty, full = np.zeros((5, 5), bool), square((5, 5), (1, 3), (1, 3))
+    assert math.isnan(dice(empty, empty)) and math.isnan(hd95(empty, empty, (1, 1)))
+    assert math.isnan(hd95(full, empty, (1, 1))) and dice(full, empty) == 0
+    assert dice(empty, empty, "brats") == 1 and hd95(empty, empty, (1, 1), "brats") == 0
+    assert hd95(full, empty, (1, 1), "brats") == HD95_CAP and hd95(empty, full, (1, 1), "brats") == HD95_CAP
+    with pytest.raises(ValueError, match="convention"):
+        mask_metrics(full, full, (1, 1), convention="isles")
+
+
+def test_singleton_axis_of_2d_cases_is_ignored():
+    volume_a, volume_b = square()[None], square(cols=(13, 33))[None]
+    assert mask_metrics(volume_a, volume_b, (1, 1, 1))["HD95"] == pytest.approx(3.0)
+
+
+def lesions_case():
+    reference = np.zeros((1, 40, 40), bool)
+    reference[0, 2:8, 2:8] = True          # lesion A
+    reference[0, 20:26, 20:26] = True      # lesion B
+    prediction = np.zeros_like(reference)
+    prediction[0, 2:8, 2:8] = True         # A found exactly
+    prediction[0, 35:37, 35:37] = True     # a 4-voxel false positive; B missed
+    return reference, prediction
+
+
+def test_lesion_wise_matching():
+    reference, prediction = lesions_case()
+    result = lesion_wise(reference[0], prediction[0], (1, 1))
+    assert result["reference_lesions"] == 2 and result["false_positive_lesions"] == 1
+    assert result["lesion_dice"] == pytest.approx(1 / 3)
+    assert result["lesion_hd95"] == pytest.approx(2 * HD95_CAP / 3)
+    small_ignored = lesion_wise(reference[0], prediction[0], (1, 1), LesionSettings(min_volume=5))
+    assert small_ignored["false_positive_lesions"] == 0 and small_ignored["lesion_dice"] == pytest.approx(0.5)
+
+
+def test_lesion_dilation_groups_nearby_components():
+    reference = np.zeros((20, 20), bool)
+    reference[5:8, 5:8] = True
+    reference[5:8, 9:12] = True            # one voxel column apart
+    prediction = reference.copy()
+    prediction[5:8, 9:12] = False
+    separate = lesion_wise(reference, prediction, (1, 1))
+    grouped = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=1))
+    assert separate["reference_lesions"] == 2 and separate["lesion_dice"] == pytest.approx(0.5)
+    assert grouped["reference_lesions"] == 1 and grouped["lesion_dice"] == pytest.approx(2 * 9 / (18 + 9))
+
+
+def test_both_empty_lesion_wise():
+    empty = np.zeros((4, 4), bool)
+    assert lesion_wise(empty, empty, (1, 1))["lesion_dice"] == 1.0
+
+
+def write(array, path, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        labels = np.zeros((1, 32, 32), np.uint8)
+        labels[0, 4:20, 4:20] = 1
+        labels[0, 8:16, 8:16] = 2
+        labels[0, 10:13, 10:13] = 3
+        noisy = labels.copy()
+        noisy[0, rng.integers(0, 32, 20), rng.integers(0, 32, 20)] = rng.integers(0, 4, 20)
+        if i == 2:
+            labels[labels == 3] = 2        # label 3 absent in this reference
+            noisy[noisy == 3] = 0
+        write(labels, ref / f"c{i}.nii.gz")
+        write(noisy, pred / f"c{i}.nii.gz")
+    return ref, pred
+
+
+def test_agreement_with_nnunet_dice(folders, tmp_path):
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder_simple
+
+    ref, pred = folders
+    compute_metrics_on_folder_simple(str(ref), str(pred), [1, 2, 3], str(tmp_path / "nnunet.json"), num_processes=1)
+    theirs = json.loads((tmp_path / "nnunet.json").read_text())
+    ours = evaluate_folders(ref, pred, [1, 2, 3], progress=False)
+    for case_theirs, case_ours in zip(theirs["metric_per_case"], ours["metric_per_case"]):
+        for label in ("1", "2", "3"):
+            a, b = case_theirs["metrics"][label]["Dice"], case_ours["metrics"][label]["Dice"]
+            assert (a is None or math.isnan(a)) == math.isnan(b)
+            if not math.isnan(b):
+                assert a == pytest.approx(b)
+
+
+def test_regions_from_dataset_json(folders):
+    ref, pred = folders
+    dataset_json = {"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "inner": 3},
+                    "regions_class_order": [1, 2, 3]}
+    regions = labels_or_regions_from_dataset_json(dataset_json)
+    assert regions == [(1, 2, 3), (2, 3), (3,)]
+    summary = evaluate_folders(ref, ref, regions, progress=False)
+    assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "(3,)"}
+    assert summary["mean"]["(1, 2, 3)"]["Dice"] == 1.0 and summary["mean"]["(1, 2, 3)"]["HD95"] == 0.0
+    assert summary["metric_per_case"][0]["metrics"]["(2, 3)"]["n_ref"] == 64
+
+
+def test_cli_outputs_and_errors(folders, tmp_path, capsys):
+    ref, pred = folders
+    out = tmp_path / "out"
+    assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "2", "3", "-o", str(out),
+                 "--lesion-wise", "--convention", "brats"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["convention"] == "brats" and "lesion_dice" in summary["mean"]["1"]
+    assert (out / "per_case.csv").read_text().count("\n") == 1 + 3 * 3
+    assert (out / "boxplots.png").stat().st_size > 1000
+    write(np.zeros((1, 16, 16)), pred / "c0.nii.gz")
+    assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "-o", str(out)]) == 2
+    assert "c0.nii.gz" in capsys.readouterr().err
+    write(np.zeros((1, 32, 32)), pred / "extra.nii.gz")
+    with pytest.raises(FileNotFoundError, match="no reference"):
+        evaluate_folders(ref, pred, [1], progress=False)
