@@ -101,16 +101,19 @@ def save_case_figure(image_files: list[Path], modality_names: list[str], label_f
 
 
 def format_table(rows: list[dict], label_names: list[str]) -> str:
-    header = ["model", "trainer"] + [f"Dice {n}" for n in label_names] + ["mean Dice", "train s", "predict s"]
+    header = ["model", "trainer"] + [f"Dice {n}" for n in label_names] + ["mean Dice"] \
+        + [f"HD95 {n}" for n in label_names] + ["train s", "predict s"]
     lines = [header]
     for row in rows:
         lines.append([row["model"], row["trainer"]] + [f"{row['dice'][n]:.3f}" for n in label_names]
-                     + [f"{row['mean_dice']:.3f}", f"{row['train_seconds']:.0f}", f"{row['predict_seconds']:.0f}"])
+                     + [f"{row['mean_dice']:.3f}"] + [f"{row['hd95_mm'][n]:.1f}" for n in label_names]
+                     + [f"{row['train_seconds']:.0f}", f"{row['predict_seconds']:.0f}"])
     return text_table(lines)
 
 
 def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, dataset_id: int = 990) -> int:
     from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
+    from nnunet_multimodal.evaluation.evaluate import evaluate_folders, write_outputs
 
     started = time.perf_counter()
     root = Path(root).resolve()
@@ -152,23 +155,22 @@ def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, da
             str(bin_dir / "nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d",
             str(dataset_id), "-c", DEMO_CONFIGURATION, "-f", DEMO_FOLD, "-tr", trainer, "-p", DEMO_PLANS,
             "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"], env, logs / f"predict_{trainer}.log")
-        _run(f"evaluation of {trainer}", [
-            str(bin_dir / "nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions), "-djfile",
-            str(raw / "dataset.json"), "-pfile", str(predictions / "plans.json"), "-np", "1"],
-            env, logs / f"evaluate_{trainer}.log")
-        summary = json.loads((predictions / "summary.json").read_text())
+        summary = evaluate_folders(raw / "labelsTs", predictions, [1, 2, 3], progress=False)
+        write_outputs(summary, predictions)
         dice = {name: summary["mean"][str(i + 1)]["Dice"] for i, name in enumerate(label_names)}
+        hd95 = {name: summary["mean"][str(i + 1)]["HD95"] for i, name in enumerate(label_names)}
         case = sorted((raw / "labelsTs").glob("*.nii.gz"))[0]
         case_id = case.name[: -len(".nii.gz")]
         figure = root / "figures" / f"{trainer}.png"
         figure.parent.mkdir(exist_ok=True)
         save_case_figure([raw / "imagesTs" / f"{case_id}_{c:04d}.nii.gz" for c in range(len(spec.modalities))],
                          list(spec.modalities), case, predictions / case.name, f"{model}: {trainer}", figure)
-        rows.append({"model": model, "trainer": trainer, "dice": dice,
+        rows.append({"model": model, "trainer": trainer, "dice": dice, "hd95_mm": hd95,
                      "mean_dice": summary["foreground_mean"]["Dice"], "train_seconds": train_seconds,
                      "predict_seconds": predict_seconds, "figure": str(figure)})
 
-    _say("[5/5] results on the 4 held-out SYNTHETIC cases (nnU-Net's Dice; same plans, fold and iterations)")
+    _say("[5/5] results on the 4 held-out SYNTHETIC cases (nnunet-mm evaluate; HD95 in mm; same plans, fold and "
+         "iterations)")
     _say(format_table(rows, label_names))
     for row in rows:
         _say(f"figure ({row['model']}): {row['figure']}")

@@ -10,7 +10,7 @@ def test_quick_demo_end_to_end(tmp_path):
     root = tmp_path / "demo"
     result = run_tool(["nnunet-mm", "demo", "--quick", "--root", root], env)
     out = result.stdout
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "SYNTHETIC", "mean Dice"):
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "SYNTHETIC", "mean Dice", "HD95 lesion"):
         assert step in out
     results = json.loads((root / "results.json").read_text())
     assert results["synthetic"] is True
