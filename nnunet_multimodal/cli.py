@@ -69,6 +69,25 @@ def _cmd_attention_maps(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from nnunetv2.paths import nnUNet_raw
+
+    from nnunet_multimodal.data.convert.common import ConversionError
+    from nnunet_multimodal.data.convert.formats import convert
+
+    if not nnUNet_raw.is_set():
+        raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
+    try:
+        folder, report = convert(args.format, args.source, nnUNet_raw.get(), args.d, args.name, args.skip_bad,
+                                 progress=lambda m: print(m, file=sys.stderr))
+    except ConversionError as e:
+        print(f"nnunet-mm convert: error: {e}", file=sys.stderr)
+        return 1
+    print(report)
+    print(f"wrote {folder} (verified); next: nnUNetv2_plan_and_preprocess -d {args.d} --verify_dataset_integrity")
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     import json
     from pathlib import Path
@@ -135,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
     p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("convert", help="challenge data (isles22, picai) -> nnU-Net raw dataset, resampled and verified")
+    p.add_argument("format", choices=["isles22", "picai"], help="source layout")
+    p.add_argument("source", help="the source folder (ISLES'22 BIDS root; PI-CAI folder with images/ and annotations/)")
+    p.add_argument("-d", type=int, required=True, help="dataset id to write in nnUNet_raw")
+    p.add_argument("--name", help="dataset name (default: ISLES22 / PICAI)")
+    p.add_argument("--skip-bad", action="store_true", help="skip cases that fail and report them")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95, volumes, lesion-wise metrics per case and label/region")
     p.add_argument("-ref", required=True, help="folder with the reference segmentations")

@@ -81,3 +81,9 @@ def test_mean_foreground_dice_after_the_demo_budget(workspace, phantom_dataset):
     fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerCMSAD_demo")
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert summary["foreground_mean"]["Dice"] >= 0.5
+
+
+def test_validation_only_from_the_best_checkpoint(workspace, trained_cmsad_model):
+    result = run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS, "-device",
+                       "cpu", "--val", "--val_best"], workspace.env)
+    assert "Mean Validation Dice" in result.stdout

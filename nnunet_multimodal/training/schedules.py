@@ -6,8 +6,9 @@ import torch
 
 
 class ShortScheduleMixin:
-    """Put first in the bases of any nnUNetTrainer subclass: fewer epochs and iterations, and no mirroring
-    (neither as augmentation nor as test-time augmentation, which costs 4x in 2D and 8x in 3D on a CPU)."""
+    """Put first in the bases of any nnUNetTrainer subclass: fewer epochs and iterations, a checkpoint every
+    epoch, and no mirroring (neither as augmentation nor as test-time augmentation, which costs 4x in 2D and
+    8x in 3D on a CPU)."""
 
     schedule_epochs: int = 2
     schedule_iterations: int = 5
@@ -19,6 +20,8 @@ class ShortScheduleMixin:
         self.num_epochs = self.schedule_epochs
         self.num_iterations_per_epoch = self.schedule_iterations
         self.num_val_iterations_per_epoch = self.schedule_val_iterations
+        # checkpoint_latest every epoch, so a killed short run resumes with --c where it was
+        self.save_every = 1
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -1,0 +1,1 @@
+"""Converters from challenge layouts to nnU-Net raw datasets (`nnunet-mm convert`)."""

@@ -1,0 +1,116 @@
+"""Converters on the real cases in ../shared/data (skipped without it) and on synthetic layouts."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import SHARED, run_tool
+
+from nnunet_multimodal.cli import main
+from nnunet_multimodal.data.convert.common import ConversionError
+from nnunet_multimodal.data.convert.formats import convert
+
+needs_shared = pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is absent (users' clones)")
+
+
+def array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+@needs_shared
+def test_isles22_real_case(tmp_path):
+    folder, report = convert("isles22", SHARED / "data" / "isles22", tmp_path, 801)
+    case = "sub-strokecase0009_ses-0001"
+    assert json.loads((folder / "dataset.json").read_text())["channel_names"] == {"0": "DWI", "1": "ADC", "2": "FLAIR"}
+    dwi_source = sitk.ReadImage(str(SHARED / "data/isles22/rawdata/sub-strokecase0009/ses-0001" / f"{case}_dwi.nii.gz"))
+    for channel in range(3):
+        image = sitk.ReadImage(str(folder / "imagesTr" / f"{case}_{channel:04d}.nii.gz"))
+        assert image.GetSize() == dwi_source.GetSize() and np.allclose(image.GetSpacing(), dwi_source.GetSpacing())
+        assert np.allclose(image.GetDirection(), dwi_source.GetDirection(), atol=1e-5)
+    assert report.resampled == [f"{case}_flair.nii.gz onto {case}_dwi.nii.gz"]
+    lesion = array(folder / "labelsTr" / f"{case}.nii.gz") > 0
+    dwi, adc = array(folder / "imagesTr" / f"{case}_0000.nii.gz"), array(folder / "imagesTr" / f"{case}_0001.nii.gz")
+    brain = (dwi > np.percentile(dwi, 50)) & ~lesion
+    assert lesion.sum() == 523
+    assert dwi[lesion].mean() > 1.5 * dwi[brain].mean()      # infarct bright on DWI
+    assert adc[lesion].mean() < 0.7 * adc[brain].mean()      # and dark on ADC
+
+
+@needs_shared
+def test_picai_real_cases_resampled_in_physical_space(tmp_path):
+    folder, report = convert("picai", SHARED / "data" / "prostatex", tmp_path, 802)
+    case = "ProstateX-0000_07-07-2011"
+    t2w = array(folder / "imagesTr" / f"{case}_0000.nii.gz")
+    lesion = array(folder / "labelsTr" / f"{case}.nii.gz") > 0
+    assert t2w.shape == (19, 384, 384) and lesion.sum() == 512
+    assert t2w[lesion].mean() < 0.6 * t2w.mean()             # the csPCa lesion is dark on T2W
+    # the annotation's y axis is flipped against the image: copying the array would miss the lesion
+    copied = array(SHARED / "data/prostatex/annotations" / f"{case}.nii.gz") > 0
+    assert t2w[copied].mean() > t2w[lesion].mean() * 1.3
+    negative = array(folder / "labelsTr" / "ProstateX-0001_07-08-2011.nii.gz")
+    assert negative.shape == (19, 384, 384) and negative.max() == 0   # the empty mask came from the ADC grid
+    assert sum("(nearest neighbour)" in r for r in report.resampled) == 2
+
+
+@needs_shared
+def test_converted_dataset_passes_nnunet_integrity_check(workspace, tmp_path):
+    convert("isles22", SHARED / "data" / "isles22", workspace.raw, 803)
+    run_tool(["nnUNetv2_extract_fingerprint", "-d", "803", "-np", "1", "--verify_dataset_integrity"],
+             dict(workspace.env, nnUNet_n_proc_DA="1"))
+
+
+def picai_layout(root: Path, cases=2, label_value=1, shift_adc_mm=0.0, missing=None) -> Path:
+    for i in range(cases):
+        stem = f"P{i}_study"
+        (root / "images" / f"P{i}").mkdir(parents=True, exist_ok=True)
+        (root / "annotations").mkdir(exist_ok=True)
+        t2w = sitk.GetImageFromArray(np.random.default_rng(i).random((4, 16, 16)).astype(np.float32) * 100)
+        t2w.SetSpacing((0.5, 0.5, 3.0))
+        adc = sitk.GetImageFromArray(np.ones((4, 4, 4), np.float32) * 1000)
+        adc.SetSpacing((2.0, 2.0, 3.0))
+        adc.SetOrigin((shift_adc_mm, 0.0, 0.0))
+        label = sitk.GetImageFromArray(np.zeros((4, 16, 16), np.uint8))
+        label.CopyInformation(t2w)
+        label[8, 8, 2] = label_value
+        for suffix, image in (("t2w", t2w), ("adc", adc), ("hbv", adc)):
+            if missing != (i, suffix):
+                sitk.WriteImage(image, str(root / "images" / f"P{i}" / f"{stem}_{suffix}.mha"))
+        sitk.WriteImage(label, str(root / "annotations" / f"{stem}.nii.gz"))
+    return root
+
+
+def test_synthetic_picai_layout(tmp_path):
+    folder, report = convert("picai", picai_layout(tmp_path / "src"), tmp_path / "raw", 5)
+    assert report.converted == ["P0_study", "P1_study"]
+    assert array(folder / "imagesTr" / "P0_study_0001.nii.gz").shape == (4, 16, 16)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ({"missing": (1, "hbv")}, "P1_study_hbv.mha is missing"),
+    ({"label_value": 4}, "label values [4]"),
+    ({"shift_adc_mm": 500.0}, "does not overlap"),
+])
+def test_bad_cases_fail_clearly_and_write_nothing(tmp_path, breakage, message):
+    source = picai_layout(tmp_path / "src", **breakage)
+    with pytest.raises(ConversionError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        convert("picai", source, tmp_path / "raw", 5)
+    assert not list((tmp_path / "raw").iterdir())   # no dataset and no staging folder left
+
+
+def test_skip_bad_reports_and_converts_the_rest(tmp_path, capsys, monkeypatch):
+    source = picai_layout(tmp_path / "src", missing=(1, "adc"))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "picai", str(source), "-d", "6"]) == 1
+    assert "--skip-bad" in capsys.readouterr().err
+    assert main(["convert", "picai", str(source), "-d", "6", "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "converted 1 case(s)" in out and "skipped P1_study" in out and "P1_study_adc.mha is missing" in out
+
+
+def test_unreadable_file(tmp_path):
+    source = picai_layout(tmp_path / "src", cases=1)
+    (source / "images" / "P0" / "P0_study_adc.mha").write_bytes(b"not an image")
+    with pytest.raises(ConversionError, match="P0_study_adc.mha is unreadable"):
+        convert("picai", source, tmp_path / "raw", 5)

@@ -1,0 +1,51 @@
+"""DDP on CPU (gloo, 2 processes): our networks train under DistributedDataParallel without
+find_unused_parameters, with modality dropout, and their gradients are synchronised."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from arch_helpers import architecture
+
+from nnunet_multimodal.losses.attention_distillation import CrossModalAttentionDistillation
+from nnunet_multimodal.networks.cmsad import CMSADNet
+from nnunet_multimodal.training.modality_dropout import sample_availability, zero_unavailable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, result_folder: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.manual_seed(0)  # same initial weights on both ranks
+    net = CMSADNet(architecture(dim=2), 3, 0, 3, (16, 16), deep_supervision=True)
+    model = torch.nn.parallel.DistributedDataParallel(net)  # no find_unused_parameters, as nnU-Net
+    distill = CrossModalAttentionDistillation(stages=(-2, -1))
+    optimizer = torch.optim.SGD(model.parameters(), 0.01)
+    generator = torch.Generator().manual_seed(100 + rank)  # different data and dropout per rank
+    for _ in range(3):
+        x = torch.randn(2, 3, 16, 16, generator=generator)
+        available = sample_availability(2, 3, 0.5, generator)
+        out = model(zero_unavailable(x, available), available=available)
+        loss = sum(o.float().mean() for o in out["logits"]) + 0.1 * distill(out["branch_features"], 3, available)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    grads = torch.cat([p.grad.flatten() for p in net.parameters()])
+    weights = torch.cat([p.detach().flatten() for p in net.parameters()])
+    torch.save({"grads": grads, "weights": weights}, os.path.join(result_folder, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_cmsad_under_ddp_with_modality_dropout(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.allclose(rank0["grads"], rank1["grads"], atol=1e-6)   # all-reduced
+    assert torch.allclose(rank0["weights"], rank1["weights"], atol=1e-6)
+    assert rank0["grads"].abs().sum() > 0

@@ -1,0 +1,32 @@
+"""A training run killed with SIGKILL resumes with --c from its last checkpoint and completes."""
+
+import random
+import signal
+import subprocess
+import time
+
+import torch
+from conftest import BIN, CMSAD_TRAINER, DATASET_ID, TINY_PLANS, run_tool
+
+
+def test_sigkill_then_resume(workspace, phantom_dataset):
+    fold = workspace.results / phantom_dataset.name / f"{CMSAD_TRAINER}__{TINY_PLANS}__2d" / "fold_3"
+    command = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "2d", "3", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS,
+               "-device", "cpu"]
+    process = subprocess.Popen(command, env=workspace.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (fold / "checkpoint_latest.pth").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0, 0.3))  # somewhere in the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (fold / "checkpoint_final.pth").exists(), "the run finished before it was killed"
+    latest = torch.load(fold / "checkpoint_latest.pth", weights_only=False)
+    assert latest["current_epoch"] == 1
+
+    run_tool(command + ["--c"], workspace.env)
+    final = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    assert final["current_epoch"] == 2
+    logs = final["logging"]
+    assert len(logs["train_losses"]) == len(logs["loss_distill"]) == len(logs["weight_distill"]) == 2
+    assert not list(fold.glob(".*.tmp"))
