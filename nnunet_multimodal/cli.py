@@ -74,17 +74,31 @@ def _cmd_convert(args) -> int:
 
     from nnunet_multimodal.data.convert.common import ConversionError
     from nnunet_multimodal.data.convert.formats import convert
+    from nnunet_multimodal.data.convert.msd import convert_msd
 
     if not nnUNet_raw.is_set():
         raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
+    raw = nnUNet_raw.get()
+
+    def progress(message):
+        print(message, file=sys.stderr)
+
     try:
-        folder, report = convert(args.format, args.source, nnUNet_raw.get(), args.d, args.name, args.skip_bad,
-                                 progress=lambda m: print(m, file=sys.stderr))
+        if args.format == "msd":
+            written = [(convert_msd(args.source, raw, args.d), None)]
+        elif args.format == "mmwhs":  # one dataset per modality, sharing the label map: CT = -d, MR = -d + 1
+            written = [convert(f"mmwhs_{m}", args.source, raw, args.d + i, args.name and f"{args.name}_{m.upper()}",
+                               args.skip_bad, progress) for i, m in enumerate(("ct", "mr"))]
+        else:
+            written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress)]
     except ConversionError as e:
         print(f"nnunet-mm convert: error: {e}", file=sys.stderr)
         return 1
-    print(report)
-    print(f"wrote {folder} (verified); next: nnUNetv2_plan_and_preprocess -d {args.d} --verify_dataset_integrity")
+    for folder, report in written:
+        if report is not None:
+            print(report)
+        print(f"wrote {folder} (verified); next: nnUNetv2_plan_and_preprocess -d {folder.name[7:10]} "
+              f"--verify_dataset_integrity")
     return 0
 
 
@@ -155,11 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("convert", help="challenge data (isles22, picai) -> nnU-Net raw dataset, resampled and verified")
-    p.add_argument("format", choices=["isles22", "picai"], help="source layout")
-    p.add_argument("source", help="the source folder (ISLES'22 BIDS root; PI-CAI folder with images/ and annotations/)")
-    p.add_argument("-d", type=int, required=True, help="dataset id to write in nnUNet_raw")
-    p.add_argument("--name", help="dataset name (default: ISLES22 / PICAI)")
+    p = sub.add_parser("convert", help="challenge data -> nnU-Net raw dataset, resampled and verified")
+    p.add_argument("format", choices=["brats", "brats2023", "msd", "picai", "isles22", "mmwhs"],
+                   help="source layout (see docs/data/)")
+    p.add_argument("source", help="the source folder (BraTS case folders' parent, MSD TaskXX_Name, ISLES'22 BIDS "
+                                  "root, PI-CAI folder with images/ and annotations/, MM-WHS folder with ct_train/ "
+                                  "and mr_train/)")
+    p.add_argument("-d", type=int, required=True,
+                   help="dataset id to write in nnUNet_raw (mmwhs: CT gets it, MR the next one)")
+    p.add_argument("--name", help="dataset name (default: from the format; msd keeps the task's name)")
     p.add_argument("--skip-bad", action="store_true", help="skip cases that fail and report them")
     p.set_defaults(func=_cmd_convert)
 

@@ -114,3 +114,94 @@ def test_unreadable_file(tmp_path):
     (source / "images" / "P0" / "P0_study_adc.mha").write_bytes(b"not an image")
     with pytest.raises(ConversionError, match="P0_study_adc.mha is unreadable"):
         convert("picai", source, tmp_path / "raw", 5)
+
+
+def write_volume(array, path, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def brats_layout(root: Path, separator: str, suffixes, label_values) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        case = f"BraTS{separator}{i:05d}"
+        for suffix in suffixes:
+            write_volume(rng.random((8, 8, 8)).astype(np.float32), root / case / f"{case}{separator}{suffix}.nii.gz")
+        seg = np.zeros((8, 8, 8), np.uint8)
+        for j, value in enumerate(label_values):
+            seg[j] = value
+        write_volume(seg, root / case / f"{case}{separator}seg.nii.gz")
+    return root
+
+
+def test_brats_2021_uses_nnunet_label_convention(tmp_path):
+    from nnunetv2.dataset_conversion.Dataset137_BraTS21 import convert_labels_back_to_BraTS
+
+    from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
+
+    source = brats_layout(tmp_path / "src", "_", ("t1", "t1ce", "t2", "flair"), (0, 1, 2, 4))
+    folder, _ = convert("brats", source, tmp_path / "raw", 137)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"}
+    assert labels_or_regions_from_dataset_json(dataset_json) == [(1, 2, 3), (2, 3), (3,)]
+    original = array(source / "BraTS_00000" / "BraTS_00000_seg.nii.gz")
+    converted = array(folder / "labelsTr" / "BraTS_00000.nii.gz")
+    assert set(np.unique(converted)) == {0, 1, 2, 3}
+    assert np.array_equal(convert_labels_back_to_BraTS(converted), original)   # nnU-Net's inverse mapping
+    assert np.array_equal(array(folder / "imagesTr" / "BraTS_00000_0001.nii.gz"),
+                          array(source / "BraTS_00000" / "BraTS_00000_t1ce.nii.gz"))
+    bad = brats_layout(tmp_path / "bad", "_", ("t1", "t1ce", "t2", "flair"), (0, 3))
+    with pytest.raises(ConversionError, match="label values \\[3\\]"):
+        convert("brats", bad, tmp_path / "raw", 138)
+
+
+def test_brats_2023_regions(tmp_path):
+    from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
+
+    source = brats_layout(tmp_path / "src", "-", ("t1n", "t1c", "t2w", "t2f"), (0, 1, 2, 3))
+    folder, _ = convert("brats2023", source, tmp_path / "raw", 226)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert labels_or_regions_from_dataset_json(dataset_json) == [(1, 2, 3), (1, 3), (3,)]
+    assert dataset_json["regions_class_order"] == [2, 1, 3]
+    assert np.array_equal(array(folder / "labelsTr" / "BraTS-00001.nii.gz"),
+                          array(source / "BraTS-00001" / "BraTS-00001-seg.nii.gz"))
+
+
+def test_mmwhs_two_datasets_with_one_label_map(tmp_path, monkeypatch, capsys):
+    for modality, spacing in (("ct", (0.4, 0.4, 0.6)), ("mr", (1.0, 1.0, 1.0))):
+        label = np.zeros((6, 8, 8), np.uint16)
+        label[1], label[2], label[3] = 205, 500, 850
+        write_volume(np.random.default_rng(1).random((6, 8, 8)).astype(np.float32),
+                     tmp_path / "src" / f"{modality}_train" / f"{modality}_train_1001_image.nii.gz", spacing)
+        write_volume(label, tmp_path / "src" / f"{modality}_train" / f"{modality}_train_1001_label.nii.gz", spacing)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "mmwhs", str(tmp_path / "src"), "-d", "40"]) == 0
+    ct, mr = tmp_path / "raw" / "Dataset040_MMWHS_CT", tmp_path / "raw" / "Dataset041_MMWHS_MR"
+    ct_json, mr_json = (json.loads((f / "dataset.json").read_text()) for f in (ct, mr))
+    assert ct_json["labels"] == mr_json["labels"]
+    assert set(np.unique(array(ct / "labelsTr" / "ct_train_1001.nii.gz"))) == {0, 1, 3, 7}
+    assert json.loads((mr / "dataset.json").read_text())["channel_names"] == {"0": "MR"}
+
+
+def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
+    task = tmp_path / "Task05_Prostate"
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        four_d = sitk.JoinSeries([sitk.GetImageFromArray(rng.random((4, 8, 8)).astype(np.float32)) for _ in range(2)])
+        (task / "imagesTr").mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(four_d, str(task / "imagesTr" / f"prostate_{i:02d}.nii.gz"))
+        write_volume((rng.random((4, 8, 8)) > 0.5).astype(np.uint8), task / "labelsTr" / f"prostate_{i:02d}.nii.gz")
+    (task / "imagesTs").mkdir()
+    (task / "dataset.json").write_text(json.dumps({
+        "name": "PROSTATE", "modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "PZ"},
+        "numTraining": 2, "training": [], "test": []}))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "msd", str(task), "-d", "505"]) == 0
+    folder = tmp_path / "raw" / "Dataset505_Prostate"
+    assert json.loads((folder / "dataset.json").read_text())["channel_names"] == {"0": "T2", "1": "ADC"}
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir())[:2] == ["prostate_00_0000.nii.gz",
+                                                                           "prostate_00_0001.nii.gz"]
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["Dataset505_Prostate"]
+    assert main(["convert", "msd", str(tmp_path / "raw"), "-d", "506"]) == 1

@@ -1,0 +1,43 @@
+"""Medical Segmentation Decathlon: nnU-Net's own converter (4D NIfTI split into channels), staged and verified."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from nnunet_multimodal.data.convert.common import ConversionError
+from nnunet_multimodal.data.verify import verify_dataset
+
+
+def convert_msd(source: str | Path, raw_folder: str | Path, dataset_id: int) -> Path:
+    from nnunetv2.dataset_conversion.convert_MSD_dataset import convert_msd_dataset
+
+    raw_folder = Path(raw_folder)
+    existing = sorted(raw_folder.glob(f"Dataset{dataset_id:03d}_*")) if raw_folder.is_dir() else []
+    if existing:
+        raise FileExistsError(f"dataset id {dataset_id} already exists ({existing[0]}); choose another id")
+    staging = raw_folder / f".msd-{dataset_id}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    previous = os.environ.get("nnUNet_raw")
+    # nnU-Net's converter writes into nnUNet_raw (read at call time): point it at the staging folder
+    os.environ["nnUNet_raw"] = str(staging)
+    try:
+        convert_msd_dataset(str(Path(source)), dataset_id, num_processes=1)
+        produced = next(staging.iterdir())
+        problems = verify_dataset(produced)
+        if problems:
+            raise ConversionError("the converted dataset fails verify:\n" + "\n".join(map(str, problems)))
+        target = raw_folder / produced.name
+        produced.rename(target)
+        return target
+    except (AssertionError, ValueError) as e:
+        raise ConversionError(f"{source} is not an MSD task folder (TaskXX_Name with imagesTr, imagesTs, "
+                              f"labelsTr, dataset.json): {e}") from e
+    finally:
+        if previous is None:
+            os.environ.pop("nnUNet_raw", None)
+        else:
+            os.environ["nnUNet_raw"] = previous
+        shutil.rmtree(staging, ignore_errors=True)
