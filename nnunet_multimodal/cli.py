@@ -79,18 +79,14 @@ def _cmd_convert(args) -> int:
     if not nnUNet_raw.is_set():
         raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
     raw = nnUNet_raw.get()
-
-    def progress(message):
-        print(message, file=sys.stderr)
-
     try:
         if args.format == "msd":
             written = [(convert_msd(args.source, raw, args.d), None)]
         elif args.format == "mmwhs":  # one dataset per modality, sharing the label map: CT = -d, MR = -d + 1
             written = [convert(f"mmwhs_{m}", args.source, raw, args.d + i, args.name and f"{args.name}_{m.upper()}",
-                               args.skip_bad, progress) for i, m in enumerate(("ct", "mr"))]
+                               args.skip_bad, progress=True) for i, m in enumerate(("ct", "mr"))]
         else:
-            written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress)]
+            written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress=True)]
     except ConversionError as e:
         print(f"nnunet-mm convert: error: {e}", file=sys.stderr)
         return 1

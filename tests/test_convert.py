@@ -55,9 +55,10 @@ def test_picai_real_cases_resampled_in_physical_space(tmp_path):
 
 
 @needs_shared
-def test_converted_dataset_passes_nnunet_integrity_check(workspace, tmp_path):
-    convert("isles22", SHARED / "data" / "isles22", workspace.raw, 803)
-    run_tool(["nnUNetv2_extract_fingerprint", "-d", "803", "-np", "1", "--verify_dataset_integrity"],
+@pytest.mark.parametrize("fmt, folder, dataset_id", [("isles22", "isles22", 803), ("picai", "prostatex", 804)])
+def test_converted_dataset_passes_nnunet_integrity_check(workspace, fmt, folder, dataset_id):
+    convert(fmt, SHARED / "data" / folder, workspace.raw, dataset_id)
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1", "--verify_dataset_integrity"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
 
 

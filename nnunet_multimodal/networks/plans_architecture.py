@@ -4,7 +4,7 @@ method networks rebuild with other widths and input channels."""
 from __future__ import annotations
 
 import pydoc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
@@ -37,7 +37,6 @@ class PlansArchitecture:
     nonlin_kwargs: dict | None
     nonlin_first: bool = False
     block: type = BasicBlockD
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_stages(self) -> int:
@@ -99,17 +98,18 @@ class PlansArchitecture:
                                list(self.strides), list(self.blocks_per_stage), block=self.block,
                                stem_channels=features[0], **common)
 
+    @property
+    def output_channels(self) -> tuple[int, ...]:
+        return self.features_per_stage
+
     def build_decoder(self, num_classes: int, deep_supervision: bool) -> nn.Module:
-        """nnU-Net's decoder for this architecture over skips with the plans' own widths."""
-        spec = DecoderSpec(output_channels=list(self.features_per_stage), strides=[list(s) for s in self.strides],
-                           conv_op=self.conv_op, kernel_sizes=[list(k) for k in self.kernel_sizes],
-                           conv_bias=self.conv_bias, norm_op=self.norm_op, norm_op_kwargs=self.norm_op_kwargs,
-                           dropout_op=self.dropout_op, dropout_op_kwargs=self.dropout_op_kwargs, nonlin=self.nonlin,
-                           nonlin_kwargs=self.nonlin_kwargs)
+        """nnU-Net's decoder for this architecture over skips with the plans' own widths. The decoder reads
+        what it needs from this plain object (``output_channels``, ``strides``, ``conv_op``, ...) instead of an
+        encoder module, so it does not hold a second copy of an encoder in the state dict."""
         if self.kind == PLAIN:
-            return UNetDecoder(spec, num_classes, list(self.n_conv_per_stage_decoder), deep_supervision,
+            return UNetDecoder(self, num_classes, list(self.n_conv_per_stage_decoder), deep_supervision,
                                nonlin_first=self.nonlin_first)
-        return UNetResDecoder(spec, num_classes, list(self.n_conv_per_stage_decoder), deep_supervision)
+        return UNetResDecoder(self, num_classes, list(self.n_conv_per_stage_decoder), deep_supervision)
 
     def initializer(self):
         """The weight initialisation nnU-Net applies to the network class of these plans."""
@@ -122,24 +122,6 @@ class PlansArchitecture:
             init_last_bn_before_add_to_0(module)
 
         return residual_init
-
-
-@dataclass
-class DecoderSpec:
-    """What UNetDecoder/UNetResDecoder read from an encoder; a plain object, so the decoder does not hold a
-    second copy of any encoder in the state dict."""
-
-    output_channels: list
-    strides: list
-    conv_op: type
-    kernel_sizes: list
-    conv_bias: bool
-    norm_op: type | None
-    norm_op_kwargs: dict | None
-    dropout_op: type | None
-    dropout_op_kwargs: dict | None
-    nonlin: type | None
-    nonlin_kwargs: dict | None
 
 
 @cache

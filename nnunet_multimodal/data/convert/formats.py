@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from tqdm import tqdm
 
 from nnunet_multimodal.data.convert.common import (
     ConversionError,
@@ -163,7 +164,7 @@ def convert_case(case: SourceCase, fmt: Format, report: ConversionReport) -> tup
 
 
 def convert(fmt_name: str, source: str | Path, raw_folder: str | Path, dataset_id: int, name: str | None = None,
-            skip_bad: bool = False, progress=None) -> tuple[Path, ConversionReport]:
+            skip_bad: bool = False, progress: bool = False) -> tuple[Path, ConversionReport]:
     if fmt_name not in FORMATS:
         raise ValueError(f"unknown format {fmt_name!r}; supported: {sorted(FORMATS)}")
     fmt = FORMATS[fmt_name]
@@ -172,9 +173,7 @@ def convert(fmt_name: str, source: str | Path, raw_folder: str | Path, dataset_i
     writer = DatasetWriter(raw_folder, dataset_id, name or fmt.default_dataset_name)
     report = ConversionReport()
     try:
-        for index, case in enumerate(cases):
-            if progress:
-                progress(f"{index + 1}/{len(cases)}: {case.case}")
+        for case in tqdm(cases, desc=f"converting {fmt.name}", disable=not progress):
             try:
                 images, label = convert_case(case, fmt, report)
             except ConversionError as e:
