@@ -2,7 +2,8 @@ import pytest
 import torch
 from arch_helpers import architecture
 
-from nnunet_multimodal.networks.cmsad import CMSADNet, branch_features_per_stage
+from nnunet_multimodal.networks.branches import branch_features_per_stage
+from nnunet_multimodal.networks.cmsad import CMSADNet
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
 

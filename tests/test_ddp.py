@@ -4,6 +4,7 @@ find_unused_parameters, with modality dropout, and their gradients are synchroni
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -11,6 +12,7 @@ from arch_helpers import architecture
 
 from nnunet_multimodal.losses.attention_distillation import CrossModalAttentionDistillation
 from nnunet_multimodal.networks.cmsad import CMSADNet
+from nnunet_multimodal.networks.maml import MAMLNet
 from nnunet_multimodal.training.modality_dropout import sample_availability, zero_unavailable
 
 
@@ -20,11 +22,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, result_folder: str):
+def _worker(rank: int, world_size: int, port: int, result_folder: str, network: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     torch.manual_seed(0)  # same initial weights on both ranks
-    net = CMSADNet(architecture(dim=2), 3, 0, 3, (16, 16), deep_supervision=True)
+    net = CMSADNet(architecture(dim=2), 3, 0, 3, (16, 16), deep_supervision=True) if network == "cmsad" \
+        else MAMLNet(architecture(dim=2), 3, 0, 3, deep_supervision=True)
     model = torch.nn.parallel.DistributedDataParallel(net)  # no find_unused_parameters, as nnU-Net
     distill = CrossModalAttentionDistillation(stages=(-2, -1))
     optimizer = torch.optim.SGD(model.parameters(), 0.01)
@@ -33,7 +36,10 @@ def _worker(rank: int, world_size: int, port: int, result_folder: str):
         x = torch.randn(2, 3, 16, 16, generator=generator)
         available = sample_availability(2, 3, 0.5, generator)
         out = model(zero_unavailable(x, available), available=available)
-        loss = sum(o.float().mean() for o in out["logits"]) + 0.1 * distill(out["branch_features"], 3, available)
+        if network == "cmsad":
+            loss = sum(o.float().mean() for o in out["logits"]) + 0.1 * distill(out["branch_features"], 3, available)
+        else:
+            loss = out["logits"].mean() + sum(sum(o.mean() for o in b) for b in out["branch_logits"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -43,8 +49,9 @@ def _worker(rank: int, world_size: int, port: int, result_folder: str):
     dist.destroy_process_group()
 
 
-def test_cmsad_under_ddp_with_modality_dropout(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("network", ["cmsad", "maml"])
+def test_networks_under_ddp_with_modality_dropout(tmp_path, network):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), network), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert torch.allclose(rank0["grads"], rank1["grads"], atol=1e-6)   # all-reduced
     assert torch.allclose(rank0["weights"], rank1["weights"], atol=1e-6)

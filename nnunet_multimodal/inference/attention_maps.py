@@ -34,8 +34,8 @@ def branch_attention_maps(network: CMSADNet, data: torch.Tensor) -> list[np.ndar
     with torch.no_grad():
         skips = network.branch_skips(data[None])
     maps = []
-    for stage, features in enumerate(skips):
-        per_modality = network.per_modality(features, stage)
+    for features in skips:
+        per_modality = network.per_modality(features)
         stage_maps = attention_map(per_modality, size=data.shape[1:]).view(network.num_modalities, *data.shape[1:])
         lo = stage_maps.flatten(1).min(1).values.view(-1, *([1] * (data.ndim - 1)))
         hi = stage_maps.flatten(1).max(1).values.view(-1, *([1] * (data.ndim - 1)))

@@ -9,18 +9,18 @@ the fused skips at the plans' widths.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, grouped_conv
+from nnunet_multimodal.networks.branches import (
+    branch_features_per_stage,
+    branch_inputs,
+    build_branch_encoder,
+    split_branches,
+)
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
-
-# Branch widths are rounded to multiples of 8: vectorised convolution kernels run about 2x faster at such
-# widths than at, e.g., 9 or 37 channels (measured on CPU; see docs/methods/cmsad.md).
-CHANNEL_MULTIPLE = 8
 
 DEFAULT_KNOBS = {
     "branch_width": "auto",        # fraction of the plans' features per branch; "auto" = 1/sqrt(M)
@@ -28,14 +28,6 @@ DEFAULT_KNOBS = {
     "attention_max_tokens": 64,    # levels with at most this many positions per patch use attention, others gating
     "attention_dim": 32,           # query/key/value channels per modality in the attention form
 }
-
-
-def branch_features_per_stage(features: tuple[int, ...], num_modalities: int, width) -> tuple[int, ...]:
-    if width == "auto":
-        width = 1 / math.sqrt(num_modalities)
-    if not isinstance(width, (int, float)) or not 0 < width <= 1:
-        raise ValueError(f"cmsad.branch_width must be 'auto' or a number in (0, 1], got {width!r}")
-    return tuple(max(CHANNEL_MULTIPLE, CHANNEL_MULTIPLE * int(round(f * width / CHANNEL_MULTIPLE))) for f in features)
 
 
 class CMSADNet(nn.Module):
@@ -49,9 +41,7 @@ class CMSADNet(nn.Module):
         self.branch_channels = branch_features_per_stage(architecture.features_per_stage, num_modalities,
                                                          knobs["branch_width"])
         m = num_modalities
-        self.encoder = architecture.build_encoder(m * (1 + num_extra_channels),
-                                                  tuple(m * c for c in self.branch_channels),
-                                                  conv_op=grouped_conv(architecture.conv_op, m))
+        self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels)
         levels = range(1, architecture.n_stages) if knobs["scff_levels"] == "auto" else knobs["scff_levels"]
         unknown = sorted(set(levels) - set(range(architecture.n_stages)))
         if unknown:
@@ -75,19 +65,9 @@ class CMSADNet(nn.Module):
     def set_deep_supervision(self, enabled: bool) -> None:
         self.decoder.deep_supervision = enabled
 
-    def branch_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, M + E, *sp) -> (B, M * (1 + E), *sp): each branch gets its modality plus the cascade channels."""
-        m, e = self.num_modalities, self.num_extra_channels
-        if x.shape[1] != m + e:
-            raise ValueError(f"CMSADNet expects {m} modality channels + {e} cascade channels, got {x.shape[1]}")
-        if e == 0:
-            return x
-        extra = x[:, m:]
-        return torch.cat([torch.cat([x[:, i:i + 1], extra], dim=1) for i in range(m)], dim=1)
-
     def branch_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per stage, the branch-major features (B, M*C_s, *sp_s) of all modality encoders."""
-        return self.encoder(self.branch_inputs(x))
+        return self.encoder(branch_inputs(x, self.num_modalities, self.num_extra_channels))
 
     def forward(self, x: torch.Tensor, available: torch.Tensor | None = None):
         skips = self.branch_skips(x)
@@ -97,10 +77,8 @@ class CMSADNet(nn.Module):
             return logits
         return {"logits": logits, "branch_features": skips, "available": available}
 
-    def per_modality(self, stage_features: torch.Tensor, stage: int) -> torch.Tensor:
-        """(B, M*C, *sp) -> (B, M, C, *sp) for one stage's branch features."""
-        return stage_features.view(stage_features.shape[0], self.num_modalities, self.branch_channels[stage],
-                                   *stage_features.shape[2:])
+    def per_modality(self, stage_features: torch.Tensor) -> torch.Tensor:
+        return split_branches(stage_features, self.num_modalities)
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
         """Feature-map voxels held for backprop, as the planner counts them (encoders, fusion outputs, decoder)."""

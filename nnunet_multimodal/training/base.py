@@ -176,6 +176,10 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         a non-zero weight. ``output`` is the network's training mapping (empty for plain logits)."""
         raise NotImplementedError(f"{self.__class__.__name__} lists extra_loss_terms but does not compute them")
 
+    def segmentation_loss(self, logits, target) -> torch.Tensor:
+        """nnU-Net's (deep-supervised) segmentation loss on the network's logits; methods may override."""
+        return self.loss(logits, target)
+
     def valid_mask(self, target) -> torch.Tensor | None:
         """(B, 1, *sp) float mask of full-resolution voxels outside the ignore label; None without one."""
         target = target[0] if isinstance(target, (list, tuple)) else target
@@ -209,7 +213,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             logits, aux = split_network_output(self.forward_network(data, available))
-            seg_loss = self.loss(logits, target)
+            seg_loss = self.segmentation_loss(logits, target)
             extras = self.compute_extra_losses(aux, target, available) if any(weights.values()) else {}
             total = seg_loss + sum(weights[name] * value for name, value in extras.items())
 

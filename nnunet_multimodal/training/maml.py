@@ -1,0 +1,87 @@
+"""nnUNetTrainerMAML (modality-aware mutual learning) and nnUNetTrainerModalityDropout (its baseline)."""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+from nnunet_multimodal.losses.mutual_learning import MutualLearningKL
+from nnunet_multimodal.networks.maml import DEFAULT_KNOBS, MAMLNet
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+
+
+class nnUNetTrainerModalityDropout(nnUNetTrainerMultiModalBase):
+    """The plans' plain network trained with modality dropout: the baseline for missing-modality robustness."""
+
+    modality_dropout_p = 0.25
+
+
+class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
+    """Loss = w0 * Dice+CE(fused, full resolution) + mean_m DS-Dice+CE(branch m) + λ_KL * KL(fused || branch m)."""
+
+    min_modalities = 2
+    knob_section = "maml"
+    default_knobs = DEFAULT_KNOBS
+    modality_dropout_p = 0.25
+    extra_loss_terms = (LossTerm("branches", weight=1.0), LossTerm("mutual", weight=0.0))
+    kl_temperature: float = 1.0
+    trainer_knob_names = ("kl_temperature",)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.mutual = MutualLearningKL(self.kl_temperature, regions=self.label_manager.has_regions)
+
+    @classmethod
+    def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
+                                 enable_deep_supervision, knobs):
+        return MAMLNet(PlansArchitecture.from_configuration(configuration_manager), num_modalities,
+                       num_extra_channels, num_output_channels, enable_deep_supervision, knobs)
+
+    def segmentation_loss(self, fused, target):
+        # as in the authors' code: the fused output is supervised at full resolution only, with the weight
+        # nnU-Net gives the full-resolution deep-supervision term
+        if isinstance(self.loss, DeepSupervisionWrapper):
+            return self.loss.weight_factors[0] * self.loss.loss(fused, target[0])
+        return self.loss(fused, target)
+
+    def compute_extra_losses(self, output, target, available):
+        branch_losses = []
+        for m, logits in enumerate(output["branch_logits"]):
+            present = torch.arange(logits[0].shape[0], device=logits[0].device) if available is None \
+                else available[:, m].nonzero(as_tuple=True)[0]
+            if present.numel() == 0:  # keep the branch in the graph (DDP) without a loss value
+                branch_losses.append(sum(level.sum() for level in logits) * 0.0)
+                continue
+            if isinstance(self.loss, DeepSupervisionWrapper):
+                branch_losses.append(self.loss([level[present] for level in logits], [t[present] for t in target]))
+            else:
+                branch_losses.append(self.loss(logits[0][present], target[present]))
+        mutual = self.mutual([logits[0] for logits in output["branch_logits"]], output["logits"], available,
+                             self.valid_mask(target))
+        return {"branches": torch.stack(branch_losses).mean(), "mutual": mutual}
+
+
+class nnUNetTrainerMAML_KL(nnUNetTrainerMAML):
+    """MAML with the DML-style mutual learning term switched on (weight 1, temperature 1)."""
+
+    extra_loss_terms = (LossTerm("branches", weight=1.0), LossTerm("mutual", weight=1.0))
+
+
+class nnUNetTrainerMAML_2epochs(TwoEpochs, nnUNetTrainerMAML):
+    pass
+
+
+class nnUNetTrainerMAML_demo(DemoSchedule, nnUNetTrainerMAML):
+    pass
+
+
+class nnUNetTrainerModalityDropout_2epochs(TwoEpochs, nnUNetTrainerModalityDropout):
+    pass
+
+
+class nnUNetTrainerModalityDropout_demo(DemoSchedule, nnUNetTrainerModalityDropout):
+    pass

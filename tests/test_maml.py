@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+from arch_helpers import architecture
+from conftest import DATASET_ID, TINY_PLANS, run_tool, train_fold0
+
+from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
+from nnunet_multimodal.networks.branches import branch_inputs, split_branches
+from nnunet_multimodal.networks.maml import MAMLNet, decode_with_features
+from nnunet_multimodal.networks.scff import availability_weights
+
+
+def make(dim=2, modalities=3, ds=True, **knobs):
+    torch.manual_seed(0)
+    return MAMLNet(architecture(dim=dim), modalities, 0, 3, ds, knobs)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("modalities", [2, 3, 4])
+def test_fused_and_branch_outputs(dim, modalities):
+    net = make(dim, modalities)
+    x = torch.randn(2, modalities, *(16,) * dim)
+    out = net.train()(x)
+    assert out["logits"].shape == (2, 3, *(16,) * dim)
+    assert len(out["branch_logits"]) == modalities
+    assert [tuple(t.shape) for t in out["branch_logits"][0]] == [(2, 3, *(s,) * dim) for s in (16, 8)]
+    net.eval()
+    with torch.no_grad():
+        assert [tuple(t.shape) for t in net(x)] == [(2, 3, *(s,) * dim) for s in (16, 8)]
+        net.set_deep_supervision(False)
+        assert net(x).shape == (2, 3, *(16,) * dim)
+
+
+def test_decoder_pass_matches_nnunet_decoder():
+    net = make().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        skips = [split_branches(s, 3)[:, 1] for s in net.encoder(branch_inputs(x, 3, 0))]
+        logits, features = decode_with_features(net.decoders[1], skips)
+        reference = net.decoders[1](skips)
+    assert all(torch.equal(a, b) for a, b in zip(logits, reference))
+    assert features.shape[1] == net.decoders[1].stages[-1].output_channels
+
+
+def test_availability_weights_renormalise():
+    available = torch.tensor([[True, False, True], [False, False, True]])
+    assert torch.allclose(availability_weights(available, 3, torch.zeros(1)),
+                          torch.tensor([[1.5, 0.0, 1.5], [0.0, 0.0, 3.0]]))
+
+
+def test_absent_modalities_do_not_change_the_fused_output():
+    net = make().eval()
+    net.set_deep_supervision(False)
+    x = torch.randn(2, 3, 16, 16)
+    available = torch.tensor([[True, False, True], [False, True, True]])
+    other = x.clone()
+    other[0, 1] = 5 * torch.randn(16, 16)
+    other[1, 0] = 5 * torch.randn(16, 16)
+    with torch.no_grad():
+        assert torch.allclose(net(x, available), net(other, available), atol=1e-5)
+
+
+def test_single_modality_uses_its_branch_head_when_asked():
+    net = make(single_modality_head="branch").eval()
+    net.set_deep_supervision(False)
+    x = torch.randn(2, 3, 16, 16)
+    available = torch.tensor([[False, True, False], [True, True, False]])
+    with torch.no_grad():
+        out = net(x, available)
+        net.single_modality_head = "fused"
+        fused = net(x, available)
+        branch = decode_with_features(net.decoders[1], [split_branches(s, 3)[:, 1] for s in
+                                                         net.encoder(branch_inputs(x, 3, 0))])[0][0]
+    assert torch.allclose(out[0], branch[0], atol=1e-6)
+    assert torch.allclose(out[1], fused[1])
+    with pytest.raises(ValueError, match="single_modality_head"):
+        make(single_modality_head="best")
+
+
+def test_every_parameter_in_the_graph_with_masks():
+    net = make(modalities=3).train()
+    out = net(torch.randn(2, 3, 16, 16), torch.tensor([[True, False, False], [False, False, True]]))
+    (out["logits"].sum() + sum(sum(t.sum() for t in b) for b in out["branch_logits"])).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_kl_by_hand():
+    student = torch.zeros(1, 2, 1, 1)
+    teacher = torch.tensor([math.log(3.0), 0.0]).view(1, 2, 1, 1)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert prediction_kl(student, teacher).item() == pytest.approx(expected, rel=1e-5)
+    assert prediction_kl(teacher, teacher).abs().max() < 1e-6
+    # region datasets: independent Bernoulli per channel, p = sigmoid(log 3) = 0.75 against q = 0.5
+    region = prediction_kl(torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), math.log(3.0)), regions=True)
+    assert region.item() == pytest.approx(expected, rel=1e-5)
+    # temperature T scales logits by 1/T and the result by T^2
+    assert prediction_kl(student, 2 * teacher, temperature=2.0).item() == pytest.approx(4 * expected, rel=1e-5)
+
+
+def test_mutual_term_masks_and_gradients():
+    fused = torch.randn(2, 3, 4, 4, requires_grad=True)
+    branches = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(2)]
+    kl = MutualLearningKL()
+    kl(branches, fused).backward()
+    assert fused.grad is None and all(b.grad is not None for b in branches)   # the fused teacher is detached
+    only_first = torch.tensor([[True, False], [True, False]])
+    per_sample = prediction_kl(branches[0], fused).flatten(1).mean(1)
+    assert torch.allclose(kl(branches, fused, only_first), per_sample.mean() / 2, atol=1e-6)
+    assert kl(branches, fused, valid=torch.zeros(2, 1, 4, 4)) == 0
+    with pytest.raises(ValueError, match="temperature"):
+        MutualLearningKL(temperature=0)
+
+
+def test_maml_through_console_scripts(workspace, phantom_dataset, tmp_path):
+    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerMAML_2epochs")
+    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    logs = checkpoint["logging"]
+    assert len(logs["loss_branches"]) == 2 and all(v > 0 for v in logs["loss_branches"])
+    assert logs["weight_mutual"] == [0.0, 0.0] and logs["loss_mutual"] == [0.0, 0.0]
+    assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
+    run_tool(["nnUNetv2_predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID, "-c", "2d",
+              "-f", "0", "-tr", "nnUNetTrainerMAML_2epochs", "-p", TINY_PLANS, "-device", "cpu", "-npp", "1",
+              "-nps", "1", "--disable_progress_bar"], workspace.env)
+    assert len(list(tmp_path.glob("*.nii.gz"))) == 2
