@@ -129,6 +129,45 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _missing_predictor(args):
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_multimodal.inference.missing import MissingModalityPredictor
+
+    folds = [f if f == "all" else int(f) for f in args.f]
+    return MissingModalityPredictor(get_output_folder(args.d, args.tr, args.p, args.c), folds, args.chk,
+                                    args.device)
+
+
+def _cmd_predict(args) -> int:
+    predictor = _missing_predictor(args)
+    missing = [n for n in (args.missing or "").split(",") if n]
+    used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities)
+    for case, modalities in used.items():
+        print(f"{case}: {', '.join(modalities)}")
+    print(f"wrote {len(used)} case(s) to {args.o} (modalities per case: modalities_used.json)")
+    return 0
+
+
+def _cmd_evaluate_missing(args) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
+    from nnunet_multimodal.inference.missing import evaluate_missing
+    from nnunet_multimodal.text_table import text_table
+
+    predictor = _missing_predictor(args)
+    dataset_json = args.djfile and json.loads(Path(args.djfile).read_text()) or predictor.predictor.dataset_json
+    table = evaluate_missing(predictor, args.i, args.ref, args.o, labels_or_regions_from_dataset_json(dataset_json),
+                             args.convention)
+    keys = list(next(iter(table.values())))
+    print(text_table([["modalities", *[f"Dice {k}" for k in keys]]]
+                     + [[name, *[f"{row[k]:.3f}" for k in keys]] for name, row in table.items()]))
+    print(f"wrote {args.o}/table.json, table.csv, heatmap.png")
+    return 0
+
+
 def _cmd_benchmark_speed(args) -> int:
     from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
 
@@ -192,6 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-min-volume", type=int, default=0, help="ignore lesions smaller than this (voxels)")
     p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
     p.set_defaults(func=_cmd_evaluate)
+
+    for command, description in (("predict", "nnUNetv2_predict's common flags, plus --missing and absent files"),
+                                 ("evaluate-missing", "Dice for every non-empty subset of modalities")):
+        p = sub.add_parser(command, help=description)
+        p.add_argument("-i", required=True, help="input folder (CASE_XXXX files; absent channel files are missing)")
+        p.add_argument("-d", required=True, help="dataset name or id")
+        p.add_argument("-c", required=True, help="configuration")
+        p.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0)")
+        p.add_argument("-tr", default="nnUNetTrainer", help="trainer")
+        p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+        p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+        p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+        if command == "predict":
+            p.add_argument("-o", required=True, help="output folder")
+            p.add_argument("--missing", help="modalities to treat as missing, by dataset.json channel name: A,B")
+            p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
+            p.set_defaults(func=_cmd_predict)
+        else:
+            p.add_argument("-ref", required=True, help="reference segmentations of the input cases")
+            p.add_argument("-o", required=True, help="output folder (predictions per subset, table, heatmap)")
+            p.add_argument("-djfile", help="dataset.json for labels/regions (default: the model's)")
+            p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet")
+            p.set_defaults(func=_cmd_evaluate_missing)
 
     p = sub.add_parser("attention-maps", help="CMSAD: each modality's attention maps per encoder stage for a case")
     p.add_argument("-d", required=True, help="dataset name or id")

@@ -122,3 +122,12 @@ def trained_cmsad_model(workspace, phantom_dataset) -> Path:
 def trained_plain_model(workspace, phantom_dataset) -> Path:
     """Plain nnUNetTrainer (2-epoch schedule) on the same plans and fold, with --npz, for ensembles."""
     return train_fold0(workspace, phantom_dataset, PLAIN_TRAINER, "--npz")
+
+
+MAML_TRAINER = "nnUNetTrainerMAML_2epochs"
+
+
+@pytest.fixture(scope="session")
+def trained_maml_model(workspace, phantom_dataset) -> Path:
+    """nnUNetTrainerMAML_2epochs (modality dropout on) on the phantom, fold 0."""
+    return train_fold0(workspace, phantom_dataset, MAML_TRAINER)

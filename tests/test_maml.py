@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 from arch_helpers import architecture
-from conftest import DATASET_ID, TINY_PLANS, run_tool, train_fold0
+from conftest import DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
 from nnunet_multimodal.networks.branches import branch_inputs, split_branches
@@ -112,9 +112,8 @@ def test_mutual_term_masks_and_gradients():
         MutualLearningKL(temperature=0)
 
 
-def test_maml_through_console_scripts(workspace, phantom_dataset, tmp_path):
-    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerMAML_2epochs")
-    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    checkpoint = torch.load(trained_maml_model / "checkpoint_final.pth", weights_only=False)
     logs = checkpoint["logging"]
     assert len(logs["loss_branches"]) == 2 and all(v > 0 for v in logs["loss_branches"])
     assert logs["weight_mutual"] == [0.0, 0.0] and logs["loss_mutual"] == [0.0, 0.0]

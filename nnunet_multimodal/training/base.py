@@ -173,7 +173,8 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
     def compute_extra_losses(self, output: Mapping, target, available: torch.Tensor | None
                              ) -> dict[str, torch.Tensor]:
         """Unweighted extra loss terms by name (see ``extra_loss_terms``); called only while one of them has
-        a non-zero weight. ``output`` is the network's training mapping (empty for plain logits)."""
+        a non-zero weight, and a term whose current weight is 0 may be left out (it is logged as 0).
+        ``output`` is the network's training mapping (empty for plain logits)."""
         raise NotImplementedError(f"{self.__class__.__name__} lists extra_loss_terms but does not compute them")
 
     def segmentation_loss(self, logits, target) -> torch.Tensor:

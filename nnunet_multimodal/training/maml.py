@@ -60,9 +60,11 @@ class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
                 branch_losses.append(self.loss([level[present] for level in logits], [t[present] for t in target]))
             else:
                 branch_losses.append(self.loss(logits[0][present], target[present]))
-        mutual = self.mutual([logits[0] for logits in output["branch_logits"]], output["logits"], available,
-                             self.valid_mask(target))
-        return {"branches": torch.stack(branch_losses).mean(), "mutual": mutual}
+        losses = {"branches": torch.stack(branch_losses).mean()}
+        if self.current_loss_weights()["mutual"] > 0:  # off by default: not computed, logged as 0
+            losses["mutual"] = self.mutual([logits[0] for logits in output["branch_logits"]], output["logits"],
+                                           available, self.valid_mask(target))
+        return losses
 
 
 class nnUNetTrainerMAML_KL(nnUNetTrainerMAML):

@@ -1,0 +1,173 @@
+"""Prediction with missing modalities (`nnunet-mm predict --missing`) and the modality-subset sweep
+(`nnunet-mm evaluate-missing`).
+
+A missing modality is zeros in normalised space (filled after nnU-Net's preprocessing) plus an availability mask
+for networks that take one (``forward(x, available=...)``). Plain nnU-Net networks get the zeros alone, with a
+warning that they were not trained for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunet_multimodal.data.verify import group_case_files
+
+
+class AvailabilityBoundNetwork(nn.Module):
+    """A trained network with a fixed availability mask, called the way nnU-Net's predictor calls networks.
+    State dicts pass straight through, so the predictor loads each fold's weights into the inner network."""
+
+    def __init__(self, network: nn.Module, available: torch.Tensor):
+        super().__init__()
+        self.network = network
+        self.register_buffer("available", available.bool(), persistent=False)
+        self.takes_availability = "available" in inspect.signature(network.forward).parameters
+
+    def forward(self, x):
+        if self.takes_availability:
+            return self.network(x, available=self.available.expand(x.shape[0], -1))
+        return self.network(x)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class MissingModalityPredictor:
+    def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
+                 device: str = "cpu"):
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        self.predictor = nnUNetPredictor(device=torch.device(device), perform_everything_on_device=device == "cuda",
+                                         verbose=False, allow_tqdm=False)
+        self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+        self.network = self.predictor.network
+        channels = self.predictor.dataset_json["channel_names"]
+        self.modalities = [channels[k] for k in sorted(channels, key=int)]
+        self.file_ending = self.predictor.dataset_json["file_ending"]
+        self.trained_for_missing = "available" in inspect.signature(self.network.forward).parameters
+
+    def resolve_missing(self, names) -> set[int]:
+        unknown = sorted(set(names) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"--missing names {unknown} are not modalities of this model; its modalities are "
+                             f"{self.modalities} (dataset.json channel_names)")
+        return {self.modalities.index(n) for n in names}
+
+    def predict_case(self, files: dict[int, Path], missing: set[int], output_file_truncated: Path,
+                     save_probabilities: bool = False) -> list[str]:
+        """Predict one case; returns the modalities used. The output appears complete or not at all."""
+        from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+        m = len(self.modalities)
+        extra = sorted(set(files) - set(range(m)))
+        if extra:
+            raise ValueError(f"{output_file_truncated.name}: channel files {extra} are beyond the model's {m} "
+                             f"modalities ({', '.join(self.modalities)})")
+        absent = missing | (set(range(m)) - set(files))
+        if len(absent) == m:
+            raise ValueError(f"{output_file_truncated.name}: every modality is missing; at least one of "
+                             f"{self.modalities} is needed")
+        if absent and not self.trained_for_missing:
+            warnings.warn(f"{type(self.network).__name__} was not trained for missing modalities; "
+                          f"{[self.modalities[i] for i in sorted(absent)]} are given as zeros", stacklevel=2)
+        stand_in = files[min(set(files) - absent)]
+        image_files = [str(files[i]) if i not in absent else str(stand_in) for i in range(m)]
+        configuration = self.predictor.configuration_manager
+        preprocessor = configuration.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case(image_files, None, self.predictor.plans_manager, configuration,
+                                                    self.predictor.dataset_json)
+        data = np.asarray(data, dtype=np.float32)
+        data[sorted(absent)] = 0
+        available = torch.tensor([i not in absent for i in range(m)])
+        self.predictor.network = AvailabilityBoundNetwork(self.network, available)
+        try:
+            logits = self.predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        finally:
+            self.predictor.network = self.network
+        output_file_truncated.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=output_file_truncated.parent, prefix=".partial-") as tmp:
+            export_prediction_from_logits(logits, properties, configuration, self.predictor.plans_manager,
+                                          self.predictor.dataset_json, os.path.join(tmp, "case"),
+                                          save_probabilities)
+            for produced in Path(tmp).iterdir():
+                suffix = produced.name[len("case"):]
+                os.replace(produced, f"{output_file_truncated}{suffix}")
+        return [self.modalities[i] for i in range(m) if i not in absent]
+
+    def predict_folder(self, input_folder: str | Path, output_folder: str | Path, missing_names=(),
+                       save_probabilities: bool = False) -> dict[str, list[str]]:
+        missing = self.resolve_missing(missing_names)
+        cases = group_case_files(Path(input_folder), self.file_ending)
+        if not cases:
+            raise FileNotFoundError(f"no CASE_XXXX{self.file_ending} images in {input_folder}")
+        output_folder = Path(output_folder)
+        used = {case: self.predict_case(files, missing, output_folder / case, save_probabilities)
+                for case, files in sorted(cases.items())}
+        (output_folder / "modalities_used.json").write_text(json.dumps(used, indent=2))
+        return used
+
+
+def modality_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset, largest first."""
+    return [s for k in range(len(modalities), 0, -1) for s in itertools.combinations(modalities, k)]
+
+
+def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Path, reference_folder: str | Path,
+                     output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet") -> dict:
+    """Predict and evaluate with every non-empty subset of modalities; writes table.json, table.csv and
+    heatmap.png; returns {subset: {label_or_region: Dice}} plus the mean over subsets."""
+    from nnunet_multimodal.evaluation.evaluate import evaluate_folders, write_outputs
+
+    output_folder = Path(output_folder)
+    table = {}
+    for subset in modality_subsets(predictor.modalities):
+        name = "+".join(subset)
+        folder = output_folder / "predictions" / name.replace("+", "_")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictor.predict_folder(input_folder, folder, [m for m in predictor.modalities if m not in subset])
+        summary = evaluate_folders(reference_folder, folder, labels_or_regions, predictor.file_ending, convention,
+                                   progress=False)
+        table[name] = {k: v["Dice"] for k, v in summary["mean"].items()}
+        table[name]["mean"] = summary["foreground_mean"]["Dice"]
+        write_outputs(summary, folder)
+    keys = list(next(iter(table.values())))
+    table["mean over subsets"] = {k: float(np.nanmean([row[k] for row in table.values()])) for k in keys}
+    output_folder.mkdir(parents=True, exist_ok=True)
+    (output_folder / "table.json").write_text(json.dumps(table, indent=2))
+    with open(output_folder / "table.csv", "w") as f:
+        f.write("modalities," + ",".join(f"Dice {k}" for k in keys) + "\n")
+        for name, row in table.items():
+            f.write(name + "," + ",".join(f"{row[k]:.4f}" for k in keys) + "\n")
+    _heatmap(table, keys, output_folder / "heatmap.png")
+    return table
+
+
+def _heatmap(table: dict, keys: list[str], filename: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table)
+    values = np.array([[table[r][k] for k in keys] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(keys) + 3, 0.4 * len(rows) + 1.5))
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(keys)), [f"Dice {k}" for k in keys], rotation=30)
+    ax.set_yticks(range(len(rows)), rows)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(filename, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,78 @@
+"""Prediction with missing modalities and the modality-subset sweep, on tiny trained models."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool
+
+from nnunet_multimodal.inference.missing import MissingModalityPredictor, modality_subsets
+
+
+def arrays(folder):
+    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
+
+
+def predict(workspace, images, output, *extra, trainer=MAML_TRAINER, check=True):
+    return run_tool(["nnunet-mm", "predict", "-i", images, "-o", output, "-d", DATASET_ID, "-c", "2d", "-tr", trainer,
+                     "-p", TINY_PLANS, *extra], workspace.env, check=check)
+
+
+def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, phantom_dataset, trained_maml_model,
+                                                                    tmp_path):
+    partial = tmp_path / "images"
+    shutil.copytree(phantom_dataset / "imagesTs", partial)
+    for f in partial.glob("*_0001.nii.gz"):
+        f.unlink()                                     # T2 absent for every case
+    predict(workspace, partial, tmp_path / "absent")
+    predict(workspace, phantom_dataset / "imagesTs", tmp_path / "explicit", "--missing", "T2")
+    predict(workspace, phantom_dataset / "imagesTs", tmp_path / "explicit_again", "--missing", "T2")
+    absent, explicit, again = (arrays(tmp_path / n) for n in ("absent", "explicit", "explicit_again"))
+    assert sorted(absent) == sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir())
+    for name in absent:
+        assert np.array_equal(absent[name], explicit[name]) and np.array_equal(explicit[name], again[name])
+        reference = sitk.ReadImage(str(phantom_dataset / "labelsTs" / name))
+        assert sitk.ReadImage(str(tmp_path / "absent" / name)).GetSize() == reference.GetSize()
+    used = json.loads((tmp_path / "absent" / "modalities_used.json").read_text())
+    assert all(v == ["T1", "FLAIR"] for v in used.values())
+    assert not list((tmp_path / "absent").glob(".partial-*"))
+
+
+def test_missing_option_errors(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    unknown = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "PET", check=False)
+    assert unknown.returncode == 2 and "['PET']" in unknown.stderr and "T1" in unknown.stderr
+    every = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1,T2,FLAIR", check=False)
+    assert every.returncode == 2 and "every modality is missing" in every.stderr
+    extra = tmp_path / "extra"
+    shutil.copytree(phantom_dataset / "imagesTs", extra)
+    first = sorted(extra.glob("*_0000.nii.gz"))[0]
+    shutil.copy(first, first.with_name(first.name.replace("_0000", "_0003")))
+    wrong = predict(workspace, extra, tmp_path / "o2", check=False)
+    assert wrong.returncode == 2 and "beyond the model's 3 modalities" in wrong.stderr
+
+
+def test_plain_network_gets_zeros_and_a_warning(workspace, phantom_dataset, trained_base_model, tmp_path,
+                                                nnunet_paths, monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
+    predictor = MissingModalityPredictor(trained_base_model.parent, [0])
+    assert not predictor.trained_for_missing
+    with pytest.warns(UserWarning, match="not trained for missing modalities"):
+        used = predictor.predict_folder(phantom_dataset / "imagesTs", tmp_path, ["FLAIR"])
+    assert all(v == ["T1", "T2"] for v in used.values())
+
+
+def test_subsets():
+    assert modality_subsets(["A", "B", "C"]) == [("A", "B", "C"), ("A", "B"), ("A", "C"), ("B", "C"), ("A",), ("B",),
+                                                 ("C",)]
+
+
+def test_evaluate_missing_sweep(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    run_tool(["nnunet-mm", "evaluate-missing", "-i", phantom_dataset / "imagesTs", "-ref", phantom_dataset / "labelsTs",
+              "-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS], workspace.env)
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert len(table) == 2 ** 3 - 1 + 1 and "mean over subsets" in table
+    assert set(table["T1+T2+FLAIR"]) == {"1", "2", "3", "mean"}
+    assert (tmp_path / "heatmap.png").stat().st_size > 5000
+    assert (tmp_path / "table.csv").read_text().count("\n") == 9
