@@ -7,7 +7,7 @@ from conftest import DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
 from nnunet_multimodal.networks.branches import branch_inputs, split_branches
-from nnunet_multimodal.networks.maml import MAMLNet, decode_with_features
+from nnunet_multimodal.networks.maml import MAMLNet, decode_grouped
 from nnunet_multimodal.networks.scff import availability_weights
 
 
@@ -32,15 +32,21 @@ def test_fused_and_branch_outputs(dim, modalities):
         assert net(x).shape == (2, 3, *(16,) * dim)
 
 
-def test_decoder_pass_matches_nnunet_decoder():
+def test_grouped_decoder_keeps_branches_independent():
     net = make().eval()
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
-        skips = [split_branches(s, 3)[:, 1] for s in net.encoder(branch_inputs(x, 3, 0))]
-        logits, features = decode_with_features(net.decoders[1], skips)
-        reference = net.decoders[1](skips)
-    assert all(torch.equal(a, b) for a, b in zip(logits, reference))
-    assert features.shape[1] == net.decoders[1].stages[-1].output_channels
+        skips = net.encoder(branch_inputs(x, 3, 0))
+        logits, features = decode_grouped(net.decoder, skips, 3)
+        changed = [s.clone() for s in skips]
+        for s in changed:
+            split_branches(s, 3)[:, 1] += torch.randn_like(split_branches(s, 3)[:, 1])
+        logits_changed, features_changed = decode_grouped(net.decoder, changed, 3)
+    assert logits[0].shape == (1, 3, 3, 16, 16) and features.shape[:2] == (1, 3)
+    for branch in (0, 2):   # block-diagonal: other branches do not see branch 1
+        assert torch.equal(logits[0][:, branch], logits_changed[0][:, branch])
+        assert torch.equal(features[:, branch], features_changed[:, branch])
+    assert not torch.allclose(logits[0][:, 1], logits_changed[0][:, 1])
 
 
 def test_availability_weights_renormalise():
@@ -70,8 +76,7 @@ def test_single_modality_uses_its_branch_head_when_asked():
         out = net(x, available)
         net.single_modality_head = "fused"
         fused = net(x, available)
-        branch = decode_with_features(net.decoders[1], [split_branches(s, 3)[:, 1] for s in
-                                                         net.encoder(branch_inputs(x, 3, 0))])[0][0]
+        branch = decode_grouped(net.decoder, net.encoder(branch_inputs(x, 3, 0)), 3)[0][0][:, 1]
     assert torch.allclose(out[0], branch[0], atol=1e-6)
     assert torch.allclose(out[1], fused[1])
     with pytest.raises(ValueError, match="single_modality_head"):

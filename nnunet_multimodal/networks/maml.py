@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from torch import nn
 
 from nnunet_multimodal.networks.branches import (
@@ -22,7 +23,7 @@ from nnunet_multimodal.networks.branches import (
     build_branch_encoder,
     split_branches,
 )
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, grouped_conv
 from nnunet_multimodal.networks.scff import availability_weights
 
 DEFAULT_KNOBS = {
@@ -32,32 +33,59 @@ DEFAULT_KNOBS = {
 HEADS = ("fused", "branch")
 
 
-def decode_with_features(decoder: nn.Module, skips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """nnU-Net's (residual) U-Net decoder pass that also returns the last decoder feature map. Logits come
-    highest resolution first: all of them under deep supervision, else only the full-resolution one."""
+def build_grouped_decoder(architecture: PlansArchitecture, branch_features: tuple[int, ...], num_modalities: int,
+                          num_classes: int, deep_supervision: bool) -> nn.Module:
+    """M nnU-Net decoders as one: nnU-Net's decoder class over branch-major channels with grouped convolutions
+    (stages and segmentation layers) and grouped transposed convolutions, so each modality keeps its own
+    decoder (block-diagonal weights) at one operation per layer."""
+    m = num_modalities
+    grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m),
+                                  features_per_stage=tuple(m * c for c in branch_features))
+    decoder = grouped.build_decoder(m * num_classes, deep_supervision)
+    transpose = get_matching_convtransp(conv_op=architecture.conv_op)
+    decoder.transpconvs = nn.ModuleList(
+        transpose(m * branch_features[-s], m * branch_features[-(s + 1)], architecture.strides[-s],
+                  architecture.strides[-s], groups=m, bias=architecture.conv_bias)
+        for s in range(1, len(branch_features)))
+    return decoder
+
+
+def decode_grouped(decoder: nn.Module, skips: list[torch.Tensor], num_modalities: int
+                   ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The pass of nnU-Net's decoder over branch-major skips, each branch's upsampled features concatenated with
+    its own skip. Returns logits (B, M, K, *sp) highest resolution first (all under deep supervision, else the
+    full-resolution one) and the last decoder features (B, M, C, *sp)."""
     lower = skips[-1]
     outputs = []
     for s, (transpconv, stage) in enumerate(zip(decoder.transpconvs, decoder.stages)):
-        x = stage(torch.cat((transpconv(lower), skips[-(s + 2)]), 1))
+        pairs = torch.stack((split_branches(transpconv(lower), num_modalities),
+                             split_branches(skips[-(s + 2)], num_modalities)), 2)       # (B, M, 2, C, *sp)
+        x = stage(pairs.flatten(1, 3))
         if decoder.deep_supervision or s == len(decoder.stages) - 1:
-            outputs.append(decoder.seg_layers[s](x))
+            outputs.append(split_branches(decoder.seg_layers[s](x), num_modalities))
         lower = x
-    return outputs[::-1], lower
+    return outputs[::-1], split_branches(lower, num_modalities)
 
 
-class ModalityAwareModule(nn.Module):
-    """A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([F_m; F_f])))))."""
+class ModalityAwareModules(nn.Module):
+    """A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([F_m; F_f]))))) for every modality m, as grouped convolutions."""
 
     def __init__(self, conv_op: type, norm_op: type | None, norm_op_kwargs: dict | None, nonlin: type | None,
-                 nonlin_kwargs: dict | None, channels: int):
+                 nonlin_kwargs: dict | None, num_modalities: int, channels: int):
         super().__init__()
-        self.conv1 = conv_op(2 * channels, channels, 3, padding=1)
-        self.norm = norm_op(channels, **(norm_op_kwargs or {})) if norm_op is not None else nn.Identity()
+        grouped = grouped_conv(conv_op, num_modalities)
+        self.conv1 = grouped(num_modalities * 2 * channels, num_modalities * channels, 3, padding=1)
+        self.norm = norm_op(num_modalities * channels, **(norm_op_kwargs or {})) if norm_op is not None \
+            else nn.Identity()
         self.nonlin = nonlin(**(nonlin_kwargs or {})) if nonlin is not None else nn.Identity()
-        self.conv2 = conv_op(channels, channels, 3, padding=1)
+        self.conv2 = grouped(num_modalities * channels, num_modalities * channels, 3, padding=1)
+        self.num_modalities = num_modalities
 
     def forward(self, own: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv2(self.nonlin(self.norm(self.conv1(torch.cat((own, fused), 1))))))
+        """own (B, M, C, *sp), fused (B, C, *sp) -> attention weights (B, M, C, *sp)."""
+        pairs = torch.stack((own, fused.unsqueeze(1).expand_as(own)), 2).flatten(1, 3)
+        weights = torch.sigmoid(self.conv2(self.nonlin(self.norm(self.conv1(pairs)))))
+        return split_branches(weights, self.num_modalities)
 
 
 class MAMLNet(nn.Module):
@@ -73,38 +101,29 @@ class MAMLNet(nn.Module):
         self.deep_supervision = deep_supervision
         features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"])
         self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features)
-        branch_architecture = dataclasses.replace(architecture, features_per_stage=features)
-        self.decoders = nn.ModuleList(branch_architecture.build_decoder(num_classes, deep_supervision)
-                                      for _ in range(num_modalities))
+        self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision)
         c = features[0]
         conv = architecture.conv_op
         self.fusion = conv(num_modalities * c, c, 3, padding=1)
-        self.modality_aware = nn.ModuleList(
-            ModalityAwareModule(conv, architecture.norm_op, architecture.norm_op_kwargs, architecture.nonlin,
-                                architecture.nonlin_kwargs, c) for _ in range(num_modalities))
+        self.modality_aware = ModalityAwareModules(conv, architecture.norm_op, architecture.norm_op_kwargs,
+                                                   architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c)
         self.head = conv(c, num_classes, 1)
         self.apply(architecture.initializer())
 
     def set_deep_supervision(self, enabled: bool) -> None:
         self.deep_supervision = enabled
-        for decoder in self.decoders:
-            decoder.deep_supervision = enabled
+        self.decoder.deep_supervision = enabled
 
     def forward(self, x: torch.Tensor, available: torch.Tensor | None = None):
         m = self.num_modalities
-        skips = [split_branches(s, m) for s in self.encoder(branch_inputs(x, m, self.num_extra_channels))]
-        branch_logits, branch_features = [], []
-        for i, decoder in enumerate(self.decoders):
-            logits, features = decode_with_features(decoder, [s[:, i] for s in skips])
-            branch_logits.append(logits)
-            branch_features.append(features)
-        weights = None if available is None else availability_weights(available, m, x)
-        stacked = torch.stack(branch_features, 1)                              # (B, M, C, *sp)
-        if weights is not None:
+        skips = self.encoder(branch_inputs(x, m, self.num_extra_channels))
+        logits, stacked = decode_grouped(self.decoder, skips, m)                # (B, M, K/C, *sp) per level
+        branch_logits = [[level[:, i] for level in logits] for i in range(m)]
+        if available is not None:
+            weights = availability_weights(available, m, x)
             stacked = stacked * weights.view(*weights.shape, *([1] * (stacked.ndim - 2)))
         fused_features = self.fusion(stacked.flatten(1, 2))
-        attended = sum(module(stacked[:, i], fused_features) * stacked[:, i]
-                       for i, module in enumerate(self.modality_aware))
+        attended = (self.modality_aware(stacked, fused_features) * stacked).sum(1)
         fused = self.head(attended)
         if self.training:
             return {"logits": fused, "branch_logits": branch_logits, "available": available}
