@@ -2,8 +2,8 @@
 (`nnunet-mm evaluate-missing`).
 
 A missing modality is zeros in normalised space (filled after nnU-Net's preprocessing) plus an availability mask
-for networks that take one (``forward(x, available=...)``). Plain nnU-Net networks get the zeros alone, with a
-warning that they were not trained for it.
+for networks that take one (``forward(x, available=...)``). Networks that take no mask get the zeros alone,
+with a warning unless they were trained with modality dropout.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ class AvailabilityBoundNetwork(nn.Module):
         return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
+def trained_with_modality_dropout(model_folder: Path, fold, checkpoint: str) -> bool:
+    """From the plugin's checkpoint stamp (memory-mapped: the weights are not read)."""
+    from nnunet_multimodal.training.checkpointing import PLUGIN_KEY
+
+    stamp = torch.load(model_folder / f"fold_{fold}" / checkpoint, map_location="cpu", mmap=True,
+                       weights_only=False).get(PLUGIN_KEY) or {}
+    return stamp.get("knobs", {}).get("modality_dropout_p", 0) > 0
+
+
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu"):
@@ -54,7 +63,8 @@ class MissingModalityPredictor:
         channels = self.predictor.dataset_json["channel_names"]
         self.modalities = [channels[k] for k in sorted(channels, key=int)]
         self.file_ending = self.predictor.dataset_json["file_ending"]
-        self.trained_for_missing = "available" in inspect.signature(self.network.forward).parameters
+        self.trained_for_missing = ("available" in inspect.signature(self.network.forward).parameters
+                                    or trained_with_modality_dropout(Path(model_folder), folds[0], checkpoint))
 
     def resolve_missing(self, names) -> set[int]:
         unknown = sorted(set(names) - set(self.modalities))
