@@ -5,13 +5,15 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
-from conftest import BIN, CMSAD_TRAINER, DATASET_ID, TINY_PLANS, run_tool
+from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool
 
 
-def test_sigkill_then_resume(workspace, phantom_dataset):
-    fold = workspace.results / phantom_dataset.name / f"{CMSAD_TRAINER}__{TINY_PLANS}__2d" / "fold_3"
-    command = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "2d", "3", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS,
+@pytest.mark.parametrize("trainer, extra_term", [(CMSAD_TRAINER, "distill"), (MAML_TRAINER, "branches")])
+def test_sigkill_then_resume(workspace, phantom_dataset, trainer, extra_term):
+    fold = workspace.results / phantom_dataset.name / f"{trainer}__{TINY_PLANS}__2d" / "fold_3"
+    command = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "2d", "3", "-tr", trainer, "-p", TINY_PLANS,
                "-device", "cpu"]
     process = subprocess.Popen(command, env=workspace.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -28,5 +30,5 @@ def test_sigkill_then_resume(workspace, phantom_dataset):
     final = torch.load(fold / "checkpoint_final.pth", weights_only=False)
     assert final["current_epoch"] == 2
     logs = final["logging"]
-    assert len(logs["train_losses"]) == len(logs["loss_distill"]) == len(logs["weight_distill"]) == 2
+    assert len(logs["train_losses"]) == len(logs[f"loss_{extra_term}"]) == len(logs[f"weight_{extra_term}"]) == 2
     assert not list(fold.glob(".*.tmp"))
