@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
 
 from nnunet_multimodal.evaluation.metrics import CONVENTIONS, LesionSettings, mask_metrics
 
@@ -25,17 +26,6 @@ def labels_or_regions_from_dataset_json(dataset_json: dict) -> list[int | tuple[
     if manager.has_regions:
         return [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in manager.foreground_regions]
     return list(manager.foreground_labels)
-
-
-def key(label_or_region) -> str:
-    """nnU-Net's summary.json key: '1' for a label, '(1, 2, 3)' for a region."""
-    return str(label_or_region)
-
-
-def region_mask(segmentation: np.ndarray, label_or_region) -> np.ndarray:
-    if isinstance(label_or_region, tuple):
-        return np.isin(segmentation, label_or_region)
-    return segmentation == label_or_region
 
 
 def read_segmentation(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -54,8 +44,9 @@ def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions
     if ignore_label is not None:
         keep = reference != ignore_label
         reference, prediction = reference * keep, prediction * keep
-    metrics = {key(lr): mask_metrics(region_mask(reference, lr), region_mask(prediction, lr), spacing, convention,
-                                     lesions) for lr in labels_or_regions}
+    metrics = {label_or_region_to_key(lr): mask_metrics(region_or_label_to_mask(reference, lr),
+                                                        region_or_label_to_mask(prediction, lr), spacing, convention,
+                                                        lesions) for lr in labels_or_regions}
     return {"reference_file": str(reference_file), "prediction_file": str(prediction_file), "metrics": metrics}
 
 

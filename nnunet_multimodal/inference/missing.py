@@ -8,7 +8,6 @@ with a warning unless they were trained with modality dropout.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import os
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from nnunet_multimodal.data.verify import group_case_files
+from nnunet_multimodal.training.modality_dropout import accepts_availability
 
 
 class AvailabilityBoundNetwork(nn.Module):
@@ -31,7 +31,7 @@ class AvailabilityBoundNetwork(nn.Module):
         super().__init__()
         self.network = network
         self.register_buffer("available", available.bool(), persistent=False)
-        self.takes_availability = "available" in inspect.signature(network.forward).parameters
+        self.takes_availability = accepts_availability(network)
 
     def forward(self, x):
         if self.takes_availability:
@@ -63,7 +63,7 @@ class MissingModalityPredictor:
         channels = self.predictor.dataset_json["channel_names"]
         self.modalities = [channels[k] for k in sorted(channels, key=int)]
         self.file_ending = self.predictor.dataset_json["file_ending"]
-        self.trained_for_missing = ("available" in inspect.signature(self.network.forward).parameters
+        self.trained_for_missing = (accepts_availability(self.network)
                                     or trained_with_modality_dropout(Path(model_folder), folds[0], checkpoint))
 
     def resolve_missing(self, names) -> set[int]:

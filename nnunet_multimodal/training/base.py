@@ -8,7 +8,6 @@ and a compatibility stamp.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import numpy as np
@@ -32,7 +31,7 @@ from nnunet_multimodal.training.checkpointing import (
 )
 from nnunet_multimodal.training.knobs import read_knobs
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.modality_dropout import sample_availability, zero_unavailable
+from nnunet_multimodal.training.modality_dropout import accepts_availability, sample_availability, zero_unavailable
 from nnunet_multimodal.training.plotting import plot_loss_terms
 
 SEG_LOSS_KEY = "loss_seg"
@@ -82,9 +81,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         self.extra_modules: dict[str, nn.Module] = {}
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}
         self._network_takes_availability = False
-        logs = self.logger.local_logger.my_fantastic_logging
-        for key in self.logged_loss_keys():
-            logs.setdefault(key, [])
+        self.register_loss_log_keys()
 
     # ---------------------------------------------------------------- modalities and knobs
     @staticmethod
@@ -148,8 +145,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        forward = unwrap_network(self.network).forward
-        self._network_takes_availability = "available" in inspect.signature(forward).parameters
+        self._network_takes_availability = accepts_availability(unwrap_network(self.network))
         self.print_to_log_file("nnunet-multimodal knobs:", self.effective_knobs())
         self.logger.update_config({"multimodal": self.effective_knobs()})
 
@@ -166,6 +162,12 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         for term in self.extra_loss_terms:
             keys += [f"loss_{term.name}", f"weight_{term.name}"]
         return keys
+
+    def register_loss_log_keys(self) -> None:
+        """nnU-Net's logger only accepts keys it knows: add ours (after construction and after a resume)."""
+        logs = self.logger.local_logger.my_fantastic_logging
+        for key in self.logged_loss_keys():
+            logs.setdefault(key, [])
 
     def current_loss_weights(self) -> dict[str, float]:
         return {t.name: t.weight_at(self.current_epoch, self.num_epochs) for t in self.extra_loss_terms}
@@ -318,9 +320,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])
-        logs = self.logger.local_logger.my_fantastic_logging
-        for key in self.logged_loss_keys():
-            logs.setdefault(key, [])
+        self.register_loss_log_keys()
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)

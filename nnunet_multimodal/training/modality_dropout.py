@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+from torch import nn
 
 
 def sample_availability(batch_size: int, num_modalities: int, p_drop: float,
@@ -26,3 +29,8 @@ def zero_unavailable(data: torch.Tensor, available: torch.Tensor) -> torch.Tenso
     keep = torch.ones(data.shape[:2], dtype=data.dtype, device=data.device)
     keep[:, :num_modalities] = available.to(device=data.device, dtype=data.dtype)
     return data * keep.view(*keep.shape, *([1] * (data.ndim - 2)))
+
+
+def accepts_availability(network: nn.Module) -> bool:
+    """Whether the network's forward takes the availability mask (``forward(x, available=...)``)."""
+    return "available" in inspect.signature(network.forward).parameters
