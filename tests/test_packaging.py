@@ -25,6 +25,10 @@ def test_wheel_layout(wheel):
     assert "nnunet_multimodal/plans/README.md" in names
     assert "nnunet_multimodal/plans/derive.py" in names
     assert not any(n.startswith(("trainers/", "plans/", "tests/")) for n in names)
+    source_packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "nnunet_multimodal").rglob("__init__.py")}
+    assert source_packages, "no packages found under nnunet_multimodal/"
+    missing = sorted(p for p in source_packages if f"{p}/__init__.py" not in names)
+    assert not missing, f"packages missing from the wheel (add them to pyproject.toml): {missing}"
 
 
 def test_installed_wheel_is_discoverable(wheel, tmp_path):
