@@ -168,6 +168,19 @@ def _cmd_evaluate_missing(args) -> int:
     return 0
 
 
+def _cmd_mkd_prepare(args) -> int:
+    from nnunet_multimodal.data.mkd_assistant import AssistantError, prepare_assistant
+
+    try:
+        plans_file = prepare_assistant(args.d, args.a, args.p, tuple(args.c), args.ap, args.o, args.np)
+    except AssistantError as e:
+        print(f"nnunet-mm mkd-prepare: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {plans_file}\ntrain with: nnUNetv2_train {args.d} {args.c[0]} FOLD -tr nnUNetTrainerMKD "
+          f"-p {plans_file.stem}")
+    return 0
+
+
 def _cmd_benchmark_speed(args) -> int:
     from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
 
@@ -267,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_cmd_attention_maps)
 
+    p = sub.add_parser("mkd-prepare", help="MKD: preprocess an assistant dataset with the target's plans")
+    p.add_argument("-d", required=True, help="target dataset name or id")
+    p.add_argument("-a", required=True, help="assistant dataset name or id (same labels and channel count)")
+    p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default: nnUNetPlans)")
+    p.add_argument("-c", nargs="+", default=["2d"], help="configurations (default: 2d)")
+    p.add_argument("-ap", default="nnUNetPlans",
+                   help="the assistant's own plans, source of its normalisation (default: nnUNetPlans)")
+    p.add_argument("-o", help="new plans identifier (default: <plans>_mkd_<assistant dataset name>)")
+    p.add_argument("-np", type=int, default=1, help="preprocessing processes (default: 1)")
+    p.set_defaults(func=_cmd_mkd_prepare)
+
     p = sub.add_parser("benchmark", help="benchmarks")
     bench = p.add_subparsers(dest="benchmark", required=True)
     p = bench.add_parser("speed", help="step time, inference time and peak memory as ratios to nnUNetTrainer")
@@ -281,6 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=2, help="cases timed for sliding-window inference (default: 2)")
     p.add_argument("--json", help="write the results here as JSON")
     p.set_defaults(func=_cmd_benchmark_speed)
+
+    from nnunet_multimodal.data.convert.layouts import LAYOUTS
+    from nnunet_multimodal.submission.build import build_command
+
+    p = sub.add_parser("submission", help="challenge submissions (docs/submission.md)")
+    submission = p.add_subparsers(dest="submission", required=True)
+    p = submission.add_parser("build", help="a self-contained submission folder: the selected models and "
+                                            "postprocessing, pinned requirements, Dockerfile, runner script")
+    p.add_argument("-d", required=True, help="dataset name or id (its folder in nnUNet_results)")
+    p.add_argument("-o", required=True, help="submission folder to create")
+    p.add_argument("--layout", required=True, choices=["nnunet", *LAYOUTS],
+                   help="the challenge's input/output layout (nnunet: CASE_XXXX files in, the model's labels out)")
+    p.add_argument("--info", help="nnUNetv2_find_best_configuration's inference_information.json (default: the "
+                                  "dataset's in nnUNet_results); its models, folds and postprocessing are used")
+    p.add_argument("--no-postprocessing", action="store_true", help="leave out the selected postprocessing")
+    p.add_argument("-tr", nargs="+", help="instead of --info: trainers (with -c, every pair is an ensemble member)")
+    p.add_argument("-c", nargs="+", help="configurations, with -tr")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier, with -tr (default: nnUNetPlans)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds, with -tr (default: 0 1 2 3 4)")
+    p.add_argument("-pp_pkl_file", help="postprocessing.pkl, with -tr (default: none)")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
+    p.set_defaults(func=build_command)
     return parser
 
 
@@ -288,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError) as e:  # OSError: missing files, permissions, a full disk
         print(f"nnunet-mm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

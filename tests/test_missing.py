@@ -76,3 +76,43 @@ def test_evaluate_missing_sweep(workspace, phantom_dataset, trained_maml_model, 
     assert set(table["T1+T2+FLAIR"]) == {"1", "2", "3", "mean"}
     assert (tmp_path / "heatmap.png").stat().st_size > 5000
     assert (tmp_path / "table.csv").read_text().count("\n") == 9
+
+
+def test_unwritable_output_folder_fails_before_predicting(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for output in (blocker / "predictions", "/proc/nnunet_mm_predictions"):  # root may write anywhere else
+        result = predict(workspace, phantom_dataset / "imagesTs", output, check=False)
+        assert result.returncode == 2
+        assert f"cannot write predictions to {output}" in result.stderr and "-o" in result.stderr
+
+
+def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phantom_dataset, trained_maml_model,
+                                                            tmp_path, monkeypatch, capsys):
+    import errno
+
+    import nnunetv2.inference.export_prediction as export
+
+    from nnunet_multimodal import cli
+
+    real_export = export.export_prediction_from_logits
+    calls = []
+
+    def disk_fills_up_on_the_second_case(*args, **kwargs):
+        calls.append(args[5])
+        if len(calls) == 2:
+            with open(f"{args[5]}.nii.gz", "wb") as half_written:
+                half_written.write(b"\x1f\x8b half a file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_prediction_from_logits", disk_fills_up_on_the_second_case)
+    output = tmp_path / "predictions"
+    code = cli.main(["predict", "-i", str(phantom_dataset / "imagesTs"), "-o", str(output), "-d", str(DATASET_ID),
+                     "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "TestPhantom_011.nii.gz" in error and "-o" in error
+    written = sorted(p.name for p in output.iterdir())
+    assert written == ["TestPhantom_010.nii.gz"]  # the first case complete, nothing of the second
+    assert sitk.ReadImage(str(output / written[0])).GetSize() == (64, 64, 1)

@@ -7,13 +7,17 @@ import time
 
 import pytest
 import torch
-from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool
+from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
 
-@pytest.mark.parametrize("trainer, extra_term", [(CMSAD_TRAINER, "distill"), (MAML_TRAINER, "branches")])
-def test_sigkill_then_resume(workspace, phantom_dataset, trainer, extra_term):
-    fold = workspace.results / phantom_dataset.name / f"{trainer}__{TINY_PLANS}__2d" / "fold_3"
-    command = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "2d", "3", "-tr", trainer, "-p", TINY_PLANS,
+@pytest.mark.parametrize("trainer, plans, extra_term", [(CMSAD_TRAINER, TINY_PLANS, "distill"),
+                                                        (MAML_TRAINER, TINY_PLANS, "branches"),
+                                                        (MKD_TRAINER, MKD_PLANS, "cycle")])
+def test_sigkill_then_resume(workspace, phantom_dataset, request, trainer, plans, extra_term):
+    if plans == MKD_PLANS:
+        request.getfixturevalue("mkd_assistant")
+    fold = workspace.results / phantom_dataset.name / f"{trainer}__{plans}__2d" / "fold_3"
+    command = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "2d", "3", "-tr", trainer, "-p", plans,
                "-device", "cpu"]
     process = subprocess.Popen(command, env=workspace.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -32,3 +36,5 @@ def test_sigkill_then_resume(workspace, phantom_dataset, trainer, extra_term):
     logs = final["logging"]
     assert len(logs["train_losses"]) == len(logs[f"loss_{extra_term}"]) == len(logs[f"weight_{extra_term}"]) == 2
     assert not list(fold.glob(".*.tmp"))
+    if trainer == MKD_TRAINER:  # generators, discriminators and their optimizers came back too
+        assert set(final["extra_modules"]) == set(final["extra_optimizers"]) == {"iam", "discriminators"}

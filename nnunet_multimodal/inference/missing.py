@@ -51,6 +51,17 @@ def trained_with_modality_dropout(model_folder: Path, fold, checkpoint: str) -> 
     return stamp.get("knobs", {}).get("modality_dropout_p", 0) > 0
 
 
+def ensure_writable(folder: Path) -> None:
+    """Fail before any prediction work if ``folder`` cannot be created or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write predictions to {folder} ({e.strerror or e}); choose another output "
+                              f"folder (-o) or make this one writable") from e
+
+
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu"):
@@ -105,13 +116,18 @@ class MissingModalityPredictor:
         finally:
             self.predictor.network = self.network
         output_file_truncated.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=output_file_truncated.parent, prefix=".partial-") as tmp:
-            export_prediction_from_logits(logits, properties, configuration, self.predictor.plans_manager,
-                                          self.predictor.dataset_json, os.path.join(tmp, "case"),
-                                          save_probabilities)
-            for produced in Path(tmp).iterdir():
-                suffix = produced.name[len("case"):]
-                os.replace(produced, f"{output_file_truncated}{suffix}")
+        try:
+            with tempfile.TemporaryDirectory(dir=output_file_truncated.parent, prefix=".partial-") as tmp:
+                export_prediction_from_logits(logits, properties, configuration, self.predictor.plans_manager,
+                                              self.predictor.dataset_json, os.path.join(tmp, "case"),
+                                              save_probabilities)
+                for produced in Path(tmp).iterdir():
+                    suffix = produced.name[len("case"):]
+                    os.replace(produced, f"{output_file_truncated}{suffix}")
+        except OSError as e:
+            raise OSError(e.errno, f"writing {output_file_truncated}{self.file_ending} failed ({e.strerror or e}); "
+                                   f"nothing of this case was left behind. Free disk space or choose another "
+                                   f"output folder (-o), then rerun") from e
         return [self.modalities[i] for i in range(m) if i not in absent]
 
     def predict_folder(self, input_folder: str | Path, output_folder: str | Path, missing_names=(),
@@ -121,9 +137,13 @@ class MissingModalityPredictor:
         if not cases:
             raise FileNotFoundError(f"no CASE_XXXX{self.file_ending} images in {input_folder}")
         output_folder = Path(output_folder)
+        ensure_writable(output_folder)
         used = {case: self.predict_case(files, missing, output_folder / case, save_probabilities)
                 for case, files in sorted(cases.items())}
-        (output_folder / "modalities_used.json").write_text(json.dumps(used, indent=2))
+        report = output_folder / "modalities_used.json"
+        partial = output_folder / ".modalities_used.json.partial"
+        partial.write_text(json.dumps(used, indent=2))
+        os.replace(partial, report)
         return used
 
 

@@ -1,9 +1,9 @@
-"""Mutual learning term (DML-style) between modality-specific predictions and the fused prediction.
+"""Mutual learning terms: MAML's DML-style KL between modality-specific and fused predictions, and MKD's
+mutual distillation between two segmentors.
 
 Per voxel, KL(teacher || student) of the temperature-softened predictions times T^2 (Hinton et al.), in float32:
-softmax over classes for label datasets, independent Bernoulli per region channel for region datasets. The
-teacher (the fused prediction) is detached. Averaged over non-ignored voxels and over the samples in which the
-student's modality is present, then over modalities.
+softmax over classes for label datasets, independent Bernoulli per region channel for region datasets; the
+teacher is detached.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def prediction_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 
 
 class MutualLearningKL(nn.Module):
+    """MAML: each modality-specific prediction learns from the fused one (the teacher). Averaged over
+    non-ignored voxels and over the samples in which the student's modality is present, then over modalities."""
+
     def __init__(self, temperature: float = 1.0, regions: bool = False):
         super().__init__()
         if temperature <= 0:
@@ -52,3 +55,25 @@ class MutualLearningKL(nn.Module):
             present = torch.ones_like(per_sample) if available is None else available[:, m].float()
             terms.append((per_sample * present).sum() / present.sum().clamp_min(1.0))
         return torch.stack(terms).mean()
+
+
+class MutualDistillation(nn.Module):
+    """Online mutual knowledge distillation between two predictions of the same images (MKD):
+    KL(p_b || p_a) + KL(p_a || p_b) of the temperature-softened predictions times T^2, each direction with
+    the teacher detached, so each network learns from the other and neither is pulled by its own student
+    term. Averaged over the voxels outside the ignore label."""
+
+    def __init__(self, temperature: float = 1.0, regions: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.regions = regions
+
+    def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor, valid: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        kl = (prediction_kl(logits_a, logits_b, self.temperature, self.regions)
+              + prediction_kl(logits_b, logits_a, self.temperature, self.regions))
+        if valid is None:
+            return kl.mean()
+        return (kl * valid[:, 0]).sum() / valid.sum().clamp_min(1.0)

@@ -219,7 +219,11 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
             seg_loss = self.segmentation_loss(logits, target)
             extras = self.compute_extra_losses(aux, target, available) if any(weights.values()) else {}
             total = seg_loss + sum(weights[name] * value for name, value in extras.items())
+        self.backward_and_step(total)
+        return self.step_result(total, seg_loss, extras)
 
+    def backward_and_step(self, total: torch.Tensor) -> None:
+        """nnU-Net's update of the network: (scaled) backward, gradient clipping at 12, optimizer step."""
         if self.grad_scaler is not None:
             self.grad_scaler.scale(total).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -231,6 +235,9 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
 
+    def step_result(self, total: torch.Tensor, seg_loss: torch.Tensor, extras: Mapping[str, torch.Tensor]) -> dict:
+        """train_step's return value: the total loss and, per extra term, its unweighted value (NaN if not
+        computed this step)."""
         result = {"loss": total.detach().cpu().numpy()}
         if self.extra_loss_terms:
             result[SEG_LOSS_KEY] = seg_loss.detach().cpu().numpy()

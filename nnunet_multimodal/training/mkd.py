@@ -1,0 +1,307 @@
+"""nnUNetTrainerMKD: cross-modality segmentation with an unpaired assistant dataset (Li et al., AAAI 2020).
+
+Each iteration draws a target batch (nnU-Net's loader over the fold's training cases) and an assistant batch
+(a second nnU-Net loader over all assistant cases, prepared by ``nnunet-mm mkd-prepare``); the plans' batch
+size is shared between them (``assistant_share``). Three updates per iteration:
+1. generators (IAM): λ_adv · LSGAN(D_t(G(a)), D_a(F(t))) + λ_cyc · (|F(G(a)) - a| + |G(F(t)) - t|)
+2. discriminators: λ_D · ½ Σ LSGAN(real -> 1, fake -> 0)
+3. segmentors: seg(S_t(t), y_t) + λ_sa · seg(S_a(G(a)), y_a)
+              + λ_kt · MKD(S_t(t), S_a(t)) + λ_ka · MKD(S_t(G(a)), S_a(G(a)))
+with MKD the symmetric temperature-scaled KL with detached teachers. Prediction: mean of both segmentors'
+logits on target images.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from torch import autocast
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nnunet_multimodal.data.mkd_assistant import AssistantError, find_assistant
+from nnunet_multimodal.losses.image_alignment import (
+    cycle_consistency_loss,
+    intensity_distance,
+    least_squares_gan_loss,
+)
+from nnunet_multimodal.losses.mutual_learning import MutualDistillation
+from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
+from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ALIGNMENT_KEYS = ("alignment_distance", "alignment_distance_unaligned")
+IAM_TERMS = ("adversarial", "cycle", "discriminator")
+
+
+def split_batch(output, n: int):
+    """(first n samples, the rest) of a tensor or of each deep-supervision level."""
+    if isinstance(output, (list, tuple)):
+        return [o[:n] for o in output], [o[n:] for o in output]
+    return output[:n], output[n:]
+
+
+def full_resolution(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+def concat_targets(a, b):
+    if isinstance(a, (list, tuple)):
+        return [torch.cat([x, y]) for x, y in zip(a, b)]
+    return torch.cat([a, b])
+
+
+def assistant_batch_size(batch_size: int, share: float) -> tuple[int, int]:
+    """(target, assistant) samples per iteration from the plans' batch size; at least one each."""
+    assistant = max(1, round(batch_size * share))
+    return max(1, batch_size - assistant), assistant
+
+
+class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
+    knob_section = "mkd"
+    default_knobs = DEFAULT_KNOBS
+    extra_loss_terms = (LossTerm("seg_assistant", weight=1.0), LossTerm("kd_target", weight=1.0),
+                        LossTerm("kd_aligned", weight=1.0), LossTerm("adversarial", weight=1.0),
+                        LossTerm("cycle", weight=10.0), LossTerm("discriminator", weight=1.0))
+    kd_temperature: float = 2.0
+    assistant_share: float = 0.5
+    align_assistant: bool = True
+    iam_learning_rate: float = 2e-4
+    iam_betas: tuple[float, float] = (0.5, 0.999)
+    trainer_knob_names = ("kd_temperature", "assistant_share", "align_assistant", "iam_learning_rate", "iam_betas")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        if PlansManager(plans).get_configuration(configuration).previous_stage_name is not None:
+            raise AssistantError(f"{configuration} is a cascade stage; MKD trains single-stage configurations")
+        if not 0 < self.assistant_share < 1:
+            raise ValueError(f"assistant_share must be in (0, 1), got {self.assistant_share}")
+        # checked before nnU-Net creates the output folder
+        self.assistant = find_assistant(plans, configuration, dataset_json)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.distillation = MutualDistillation(self.kd_temperature, regions=self.label_manager.has_regions)
+        self.dataloader_assistant = None
+        self.iam_schedulers: list[PolyLRScheduler] = []
+        self._alignment_example = None
+
+    def effective_knobs(self) -> dict:
+        return {**super().effective_knobs(), "assistant": {"dataset": self.assistant.dataset,
+                                                           "plans": self.assistant.plans,
+                                                           "data_identifier": self.assistant.data_identifier}}
+
+    @classmethod
+    def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
+                                 enable_deep_supervision, knobs):
+        def segmentor():
+            return get_network_from_plans(
+                configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+                configuration_manager.network_arch_init_kwargs_req_import, num_modalities + num_extra_channels,
+                num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+        return MKDNet(segmentor(), segmentor())
+
+    # ---------------------------------------------------------------- setup
+    def _set_batch_size_and_oversample(self):
+        super()._set_batch_size_and_oversample()
+        self.batch_size, self.assistant_batch_size = assistant_batch_size(self.batch_size, self.assistant_share)
+
+    def initialize(self):
+        super().initialize()
+        if not self.align_assistant:
+            return
+        architecture = PlansArchitecture.from_configuration(self.configuration_manager)
+        knobs = self.architecture_knobs(self.configuration_manager)
+        channels = self.num_input_channels
+        modules = {"iam": ImageAlignmentModule(architecture, channels, knobs).to(self.device),
+                   "discriminators": DiscriminatorPair(architecture, channels, knobs).to(self.device)}
+        self.extra_optimizers = {
+            name: torch.optim.Adam(module.parameters(), self.iam_learning_rate, betas=self.iam_betas)
+            for name, module in modules.items()}
+        self.iam_schedulers = [PolyLRScheduler(o, self.iam_learning_rate, self.num_epochs)
+                               for o in self.extra_optimizers.values()]
+        if self.is_ddp:
+            modules = {name: DDP(m, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                       for name, m in modules.items()}
+        self.extra_modules = modules
+
+    def get_dataloaders(self):
+        train, val = super().get_dataloaders()
+        self.dataloader_assistant = self.assistant_dataloader()
+        return train, val
+
+    def assistant_dataloader(self):
+        """nnU-Net's training loader and augmentation over every case of the assistant dataset."""
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        transforms = self.get_training_transforms(
+            self.configuration_manager.patch_size, rotation, self._get_deep_supervision_scales(), mirror_axes,
+            dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
+            foreground_labels=self.label_manager.foreground_labels,
+            regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+            ignore_label=self.label_manager.ignore_label)
+        dataset_class = infer_dataset_class(str(self.assistant.folder))
+        if self.local_rank == 0:
+            dataset_class.unpack_dataset(str(self.assistant.folder), overwrite_existing=False,
+                                         num_processes=max(1, round(get_allowed_n_proc_DA() // 2)), verify=True)
+        loader = nnUNetDataLoader(dataset_class(str(self.assistant.folder)), self.assistant_batch_size,
+                                  initial_patch_size, self.configuration_manager.patch_size, self.label_manager,
+                                  oversample_foreground_percent=self.oversample_foreground_percent,
+                                  sampling_probabilities=None, pad_sides=None, transforms=transforms,
+                                  probabilistic_oversampling=self.probabilistic_oversampling)
+        processes = get_allowed_n_proc_DA()
+        if processes == 0:
+            return SingleThreadedAugmenter(loader, None)
+        return NonDetMultiThreadedAugmenter(loader, None, processes, max(6, processes // 2), None,
+                                            pin_memory=self.device.type == "cuda", wait_time=0.002)
+
+    def on_train_end(self):
+        super().on_train_end()
+        if isinstance(self.dataloader_assistant, NonDetMultiThreadedAugmenter):
+            self.dataloader_assistant._finish()
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        for scheduler in self.iam_schedulers:
+            scheduler.step(self.current_epoch)
+
+    # ---------------------------------------------------------------- training step
+    def logged_loss_keys(self) -> list[str]:
+        return super().logged_loss_keys() + list(ALIGNMENT_KEYS)
+
+    def alignment_step(self, assistant: torch.Tensor, target: torch.Tensor, weights: dict) -> tuple:
+        """One generator and one discriminator update; returns the aligned assistant images (detached) and the
+        unweighted IAM losses. In float32: GAN losses are fragile under float16."""
+        iam, discriminators = self.extra_modules["iam"], self.extra_modules["discriminators"]
+        # the generators' adversarial term must not train the discriminators; the bare module keeps this
+        # backward outside DDP's gradient reduction of the discriminators
+        bare_discriminators = unwrap_network(discriminators)
+        bare_discriminators.requires_grad_(False)
+        self.extra_optimizers["iam"].zero_grad(set_to_none=True)
+        images = iam(assistant, target)
+        scores_target, scores_assistant = bare_discriminators(images["aligned"], images["target_as_assistant"])
+        adversarial = least_squares_gan_loss(scores_target, True) + least_squares_gan_loss(scores_assistant, True)
+        cycle = (cycle_consistency_loss(images["reconstructed_assistant"], assistant)
+                 + cycle_consistency_loss(images["reconstructed_target"], target))
+        (weights["adversarial"] * adversarial + weights["cycle"] * cycle).backward()
+        self.extra_optimizers["iam"].step()
+        bare_discriminators.requires_grad_(True)
+
+        aligned = images["aligned"].detach()
+        self.extra_optimizers["discriminators"].zero_grad(set_to_none=True)
+        scores_target, scores_assistant = discriminators(torch.cat([target, aligned]),
+                                                         torch.cat([assistant, images["target_as_assistant"].detach()]))
+        n_target, n_assistant = target.shape[0], assistant.shape[0]
+        discriminator = 0.5 * (least_squares_gan_loss(scores_target[:n_target], True)
+                               + least_squares_gan_loss(scores_target[n_target:], False)
+                               + least_squares_gan_loss(scores_assistant[:n_assistant], True)
+                               + least_squares_gan_loss(scores_assistant[n_assistant:], False))
+        (weights["discriminator"] * discriminator).backward()
+        self.extra_optimizers["discriminators"].step()
+        return aligned, {"adversarial": adversarial.detach(), "cycle": cycle.detach(),
+                         "discriminator": discriminator.detach()}
+
+    def train_step(self, batch: dict) -> dict:
+        assistant_batch = next(self.dataloader_assistant)
+        target_images = batch["data"].to(self.device, non_blocking=True)
+        assistant_images = assistant_batch["data"].to(self.device, non_blocking=True)
+        target_labels, assistant_labels = (
+            [t.to(self.device, non_blocking=True) for t in labels] if isinstance(labels, list)
+            else labels.to(self.device, non_blocking=True) for labels in (batch["target"], assistant_batch["target"]))
+        weights = self.current_loss_weights()
+
+        extras = {}
+        if self.align_assistant:
+            aligned, extras = self.alignment_step(assistant_images, target_images, weights)
+        else:
+            aligned = assistant_images
+        n = target_images.shape[0]
+        self._alignment_example = (assistant_images[0].cpu(), aligned[0].cpu(), target_images[0].cpu())
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(torch.cat([target_images, aligned]))
+            target_by_t, aligned_by_t = split_batch(output["logits"], n)
+            target_by_a, aligned_by_a = split_batch(output["assistant_logits"], n)
+            seg_loss = self.loss(target_by_t, target_labels)
+            extras["seg_assistant"] = self.loss(aligned_by_a, assistant_labels)
+            extras["kd_target"] = self.distillation(full_resolution(target_by_t), full_resolution(target_by_a),
+                                                    self.valid_mask(target_labels))
+            extras["kd_aligned"] = self.distillation(full_resolution(aligned_by_t), full_resolution(aligned_by_a),
+                                                     self.valid_mask(assistant_labels))
+            total = seg_loss + sum(weights[name] * extras[name] for name in ("seg_assistant", "kd_target",
+                                                                             "kd_aligned"))
+        self.backward_and_step(total)
+        result = self.step_result(total, seg_loss, extras)
+        result["alignment_distance"] = intensity_distance(aligned, target_images).cpu().numpy()
+        result["alignment_distance_unaligned"] = intensity_distance(assistant_images, target_images).cpu().numpy()
+        return result
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        super().on_train_epoch_end(train_outputs)
+        for key in ALIGNMENT_KEYS:
+            values = self.gather_over_workers([float(o[key]) for o in train_outputs])
+            self.logger.log(key, float(np.mean(values)), self.current_epoch)
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        if self.local_rank == 0 and self._alignment_example is not None:
+            plot_alignment(*self._alignment_example, join(self.output_folder, "alignment.png"), self.current_epoch)
+
+
+def _display_slice(image: torch.Tensor) -> np.ndarray:
+    """First channel; the middle slice of the first axis in 3D."""
+    image = image[0].float().numpy()
+    return image[image.shape[0] // 2] if image.ndim == 3 else image
+
+
+def plot_alignment(assistant: torch.Tensor, aligned: torch.Tensor, target: torch.Tensor, filename: str,
+                   epoch: int) -> None:
+    panels = (("assistant image", assistant), ("aligned (IAM output)", aligned), ("a target image", target))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.8))
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(_display_slice(image), cmap="gray")
+        ax.set_title(title, fontsize=11)
+        ax.axis("off")
+    fig.suptitle(f"MKD image alignment, epoch {epoch} (normalised intensities; each panel its own grey scale)",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+class nnUNetTrainerMKD_noIAM(nnUNetTrainerMKD):
+    """Ablation: assistant images reach the segmentors unaligned (no generators or discriminators)."""
+
+    align_assistant = False
+    extra_loss_terms = tuple(t for t in nnUNetTrainerMKD.extra_loss_terms if t.name not in IAM_TERMS)
+
+
+class nnUNetTrainerMKD_noKD(nnUNetTrainerMKD):
+    """Ablation: IAM and both segmentors, without mutual distillation."""
+
+    extra_loss_terms = tuple(LossTerm(t.name, 0.0) if t.name.startswith("kd_") else t
+                             for t in nnUNetTrainerMKD.extra_loss_terms)
+
+
+class nnUNetTrainerMKD_2epochs(TwoEpochs, nnUNetTrainerMKD):
+    # a faster IAM so that ten iterations visibly move the aligned images
+    iam_learning_rate = 1e-3
+
+
+class nnUNetTrainerMKD_demo(DemoSchedule, nnUNetTrainerMKD):
+    pass

@@ -1,0 +1,12 @@
+"""Discovered by nnU-Net through nnUNet_extTrainer (re-exports only; see nnunet_mm_base.py)."""
+
+from nnunet_multimodal.training.mkd import (
+    nnUNetTrainerMKD,
+    nnUNetTrainerMKD_2epochs,
+    nnUNetTrainerMKD_demo,
+    nnUNetTrainerMKD_noIAM,
+    nnUNetTrainerMKD_noKD,
+)
+
+__all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_noIAM",
+           "nnUNetTrainerMKD_noKD"]
