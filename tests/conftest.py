@@ -82,6 +82,7 @@ def nnunet_paths(workspace, monkeypatch):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, workspace.env[name])
     monkeypatch.setenv("nnUNet_compile", "f")
+    monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("nnUNet_def_n_proc", "1")
     return workspace
@@ -131,3 +132,35 @@ MAML_TRAINER = "nnUNetTrainerMAML_2epochs"
 def trained_maml_model(workspace, phantom_dataset) -> Path:
     """nnUNetTrainerMAML_2epochs (modality dropout on) on the phantom, fold 0."""
     return train_fold0(workspace, phantom_dataset, MAML_TRAINER)
+
+
+MKD_ASSISTANT_ID = 902
+MKD_PLANS = f"{TINY_PLANS}_mkd_Dataset{MKD_ASSISTANT_ID}_TestPhantomAssistant"
+MKD_TRAINER = "nnUNetTrainerMKD_2epochs"
+
+
+@pytest.fixture(scope="session")
+def mkd_assistant(workspace, phantom_dataset) -> Path:
+    """MKD's assistant for the phantom: the same anatomy (same seed) in other contrasts, one channel named CT so
+    that its own normalisation (CT) differs from the target's (z-score); prepared with `nnunet-mm mkd-prepare`.
+    Returns the target's MKD plans file."""
+    import json
+
+    spec = PhantomSpec(shape=(64, 64), modalities=("CTlike", "MRlike", "T1ce"), seed=1)
+    raw = write_dataset(workspace.raw, MKD_ASSISTANT_ID, "TestPhantomAssistant", spec, num_training=8, num_test=0)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json["channel_names"]["0"] = "CT"
+    (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", MKD_ASSISTANT_ID, "-c", "2d", "-np", "1", "--no_pp"],
+             dict(workspace.env, nnUNet_n_proc_DA="1"))
+    run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", MKD_ASSISTANT_ID, "-p", TINY_PLANS],
+             workspace.env)
+    return workspace.preprocessed / phantom_dataset.name / f"{MKD_PLANS}.json"
+
+
+@pytest.fixture(scope="session")
+def trained_mkd_model(workspace, phantom_dataset, mkd_assistant) -> Path:
+    """nnUNetTrainerMKD_2epochs on the phantom with its assistant, fold 0."""
+    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MKD_TRAINER, "-p", MKD_PLANS, "-device", "cpu"],
+             workspace.env)
+    return workspace.results / phantom_dataset.name / f"{MKD_TRAINER}__{MKD_PLANS}__2d" / "fold_0"
