@@ -1,0 +1,1 @@
+"""Challenge submissions: ``nnunet-mm submission build`` and the runner it ships."""
