@@ -14,6 +14,8 @@ from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
 from nnunet_multimodal.environment import env_with_plugin
 
 BIN = Path(sys.executable).parent
+# Dataset ids share one nnUNet_raw per session: 901 phantom, 902 region phantom (CMSAD), 903 unplanned (MKD),
+# 904 MKD assistant, 912 submission BraTS, 948 SAM region phantom. Pick a free one for a new fixture.
 DATASET_ID = 901
 TINY_PLANS = "nnUNetPlans_mmtiny"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -134,7 +136,7 @@ def trained_maml_model(workspace, phantom_dataset) -> Path:
     return train_fold0(workspace, phantom_dataset, MAML_TRAINER)
 
 
-MKD_ASSISTANT_ID = 902
+MKD_ASSISTANT_ID = 904
 MKD_PLANS = f"{TINY_PLANS}_mkd_Dataset{MKD_ASSISTANT_ID}_TestPhantomAssistant"
 MKD_TRAINER = "nnUNetTrainerMKD_2epochs"
 
