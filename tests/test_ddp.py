@@ -16,6 +16,7 @@ from nnunet_multimodal.networks.cmsad import CMSADNet
 from nnunet_multimodal.networks.maml import MAMLNet
 from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS as MKD_KNOBS
 from nnunet_multimodal.networks.mkd import DiscriminatorPair, ImageAlignmentModule
+from nnunet_multimodal.networks.sam_adapter import SAMAdapterNet
 from nnunet_multimodal.training.mkd import nnUNetTrainerMKD
 from nnunet_multimodal.training.modality_dropout import sample_availability, zero_unavailable
 
@@ -30,8 +31,11 @@ def _worker(rank: int, world_size: int, port: int, result_folder: str, network: 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     torch.manual_seed(0)  # same initial weights on both ranks
-    net = CMSADNet(architecture(dim=2), 3, 0, 3, (16, 16), deep_supervision=True) if network == "cmsad" \
-        else MAMLNet(architecture(dim=2), 3, 0, 3, deep_supervision=True)
+    net = {"cmsad": lambda: CMSADNet(architecture(dim=2), 3, 0, 3, (16, 16), deep_supervision=True),
+           "maml": lambda: MAMLNet(architecture(dim=2), 3, 0, 3, deep_supervision=True),
+           # SAM's frozen encoder weights have requires_grad=False: DDP leaves them out of its reduction
+           "sam": lambda: SAMAdapterNet(3, 3, {"variant": "tiny", "pretrained": False, "input_size": 32,
+                                               "decoder_channels": [16, 16, 8, 8]})}[network]()
     model = torch.nn.parallel.DistributedDataParallel(net)  # no find_unused_parameters, as nnU-Net
     distill = CrossModalAttentionDistillation(stages=(-2, -1))
     optimizer = torch.optim.SGD(model.parameters(), 0.01)
@@ -42,18 +46,20 @@ def _worker(rank: int, world_size: int, port: int, result_folder: str, network: 
         out = model(zero_unavailable(x, available), available=available)
         if network == "cmsad":
             loss = sum(o.float().mean() for o in out["logits"]) + 0.1 * distill(out["branch_features"], 3, available)
-        else:
+        elif network == "maml":
             loss = out["logits"].mean() + sum(sum(o.mean() for o in b) for b in out["branch_logits"])
+        else:
+            loss = out.float().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    grads = torch.cat([p.grad.flatten() for p in net.parameters()])
+    grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.requires_grad])
     weights = torch.cat([p.detach().flatten() for p in net.parameters()])
     torch.save({"grads": grads, "weights": weights}, os.path.join(result_folder, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("network", ["cmsad", "maml"])
+@pytest.mark.parametrize("network", ["cmsad", "maml", "sam"])
 def test_networks_under_ddp_with_modality_dropout(tmp_path, network):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), network), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
