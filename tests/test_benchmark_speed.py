@@ -29,6 +29,26 @@ def test_baseline_required():
         summarize([_m("A", 1, 1, 1)])
 
 
+def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from nnunet_multimodal.benchmarks import speed
+
+    def measure(trainer, args, env):
+        if trainer == "Broken":
+            raise RuntimeError("measuring Broken failed")
+        return _m(trainer, 1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(speed, "_measure_in_subprocess", measure)
+    report_file = tmp_path / "speed.json"
+    args = Namespace(d="1", c="2d", p="P", tr=["A", "Broken"], device="cpu", steps=1, warmup=0, rounds=1,
+                     cases=1, json=str(report_file))
+    with pytest.raises(RuntimeError, match="Broken"):
+        speed.run_speed_benchmark(args)
+    report = json.loads(report_file.read_text())
+    assert not report["complete"] and [m["trainer"] for m in report["measurements"]] == [BASELINE, "A"]
+
+
 def test_rounds_alternate_order():
     assert round_orders(["A", "B"], 3) == [[BASELINE, "A", "B"], ["B", "A", BASELINE], [BASELINE, "A", "B"]]
 
@@ -39,7 +59,7 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
                        "nnUNetTrainerMultiModalBase", "--rounds", "1", "--steps", "2", "--warmup", "1", "--cases",
                        "1", "--json", report_file], workspace.env)
     report = json.loads(report_file.read_text())
-    assert report["schema_version"] == 1 and report["baseline"] == BASELINE
+    assert report["schema_version"] == 1 and report["baseline"] == BASELINE and report["complete"]
     assert {m["trainer"] for m in report["measurements"]} == {BASELINE, "nnUNetTrainerMultiModalBase"}
     for summary in report["summary"].values():
         for metric in METRICS:

@@ -73,21 +73,30 @@ def run_speed_benchmark(args) -> int:
     env = env_with_plugin()
     env.setdefault("nnUNet_compile", "f")
     env.setdefault("nnUNet_n_proc_DA", "0")
-    measurements = []
+    report = {"schema_version": SCHEMA_VERSION, "baseline": BASELINE, "dataset": str(args.d),
+              "configuration": args.c, "plans": args.p, "device": args.device, "steps": args.steps,
+              "warmup": args.warmup, "rounds": args.rounds, "compile": env["nnUNet_compile"],
+              "host_cpus": os.cpu_count(), "complete": False, "measurements": []}
     with tempfile.TemporaryDirectory(prefix="nnunet_mm_speed_") as scratch:
         # trainers write logs into nnUNet_results on construction; keep the user's results folder clean
         env["nnUNet_results"] = scratch
         for round_index, order in enumerate(round_orders(args.tr, args.rounds)):
             for trainer in order:
                 print(f"round {round_index + 1}/{args.rounds}: {trainer}", file=sys.stderr, flush=True)
-                measurements.append(_measure_in_subprocess(trainer, args, env))
-    summary = summarize(measurements)
-    print(format_summary(summary))
-    report = {"schema_version": SCHEMA_VERSION, "baseline": BASELINE, "dataset": str(args.d),
-              "configuration": args.c, "plans": args.p, "device": args.device, "steps": args.steps,
-              "warmup": args.warmup, "rounds": args.rounds, "measurements": measurements, "summary": summary,
-              "host_cpus": os.cpu_count()}
+                report["measurements"].append(_measure_in_subprocess(trainer, args, env))
+                # an interrupted run (time limit, crash of a later trainer) keeps what it measured
+                _write_report(args.json, report)
+    report["summary"] = summarize(report["measurements"])
+    report["complete"] = True
+    print(format_summary(report["summary"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        _write_report(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def _write_report(path: str | None, report: dict) -> None:
+    if path:
+        partial = Path(f"{path}.partial")
+        partial.write_text(json.dumps(report, indent=2))
+        partial.replace(path)

@@ -58,9 +58,11 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
                                     trainer.inference_allowed_mirroring_axes)
     _, val_keys = trainer.do_split()
     dataset_val = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys[:cases])
+    images = [torch.from_numpy(dataset_val.load_case(key)[0][:]) for key in dataset_val.identifiers]
+    # untimed: the first call pays for cuDNN autotuning, allocator growth and (with nnUNet_compile) compilation
+    predictor.predict_sliding_window_return_logits(images[0])
     inference_times = []
-    for key in dataset_val.identifiers:
-        data = torch.from_numpy(dataset_val.load_case(key)[0][:])
+    for data in images:
         sync()
         start = time.perf_counter()
         predictor.predict_sliding_window_return_logits(data)
