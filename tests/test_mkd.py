@@ -196,7 +196,7 @@ def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
     assert set(checkpoint["extra_modules"]) == set(checkpoint["extra_optimizers"]) == {"iam", "discriminators"}
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"target", "assistant"}
     stamp = checkpoint["nnunet_multimodal"]["knobs"]
-    assert stamp["assistant"]["dataset"].endswith("TestPhantomAssistant") and stamp["kd_temperature"] == 2.0
+    assert stamp["assistant"]["dataset"].endswith("TestPhantomAssistant") and stamp["kd_temperature"] == 1.0
     logs = checkpoint["logging"]
     for key in ("loss_seg", "loss_seg_assistant", "loss_kd_target", "loss_kd_aligned", "loss_adversarial",
                 "loss_cycle", "loss_discriminator", "alignment_distance", "alignment_distance_unaligned"):

@@ -6,7 +6,8 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD_demo,
     nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
+    nnUNetTrainerMKD_T2,
 )
 
 __all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_noIAM",
-           "nnUNetTrainerMKD_noKD"]
+           "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_T2"]

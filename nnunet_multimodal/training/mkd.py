@@ -78,7 +78,7 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
     extra_loss_terms = (LossTerm("seg_assistant", weight=1.0), LossTerm("kd_target", weight=1.0),
                         LossTerm("kd_aligned", weight=1.0), LossTerm("adversarial", weight=1.0),
                         LossTerm("cycle", weight=10.0), LossTerm("discriminator", weight=1.0))
-    kd_temperature: float = 2.0
+    kd_temperature: float = 1.0
     assistant_share: float = 0.5
     align_assistant: bool = True
     iam_learning_rate: float = 2e-4
@@ -296,6 +296,12 @@ class nnUNetTrainerMKD_noKD(nnUNetTrainerMKD):
 
     extra_loss_terms = tuple(LossTerm(t.name, 0.0) if t.name.startswith("kd_") else t
                              for t in nnUNetTrainerMKD.extra_loss_terms)
+
+
+class nnUNetTrainerMKD_T2(nnUNetTrainerMKD):
+    """KD at temperature 2 (the default before the phantom comparison in docs/benchmarks.md)."""
+
+    kd_temperature = 2.0
 
 
 class nnUNetTrainerMKD_2epochs(TwoEpochs, nnUNetTrainerMKD):
