@@ -67,8 +67,8 @@ class DropoutAuxTrainer(AuxTrainer):
     modality_dropout_p = 0.5
 
 
-def make_trainer(cls, preprocessed_folder: Path, fold=0, dataset_json=None):
-    plans = json.loads((preprocessed_folder / f"{TINY_PLANS}.json").read_text())
+def make_trainer(cls, preprocessed_folder: Path, fold=0, dataset_json=None, plans_name: str = TINY_PLANS):
+    plans = json.loads((preprocessed_folder / f"{plans_name}.json").read_text())
     plans["continue_training"] = False
     dataset_json = dataset_json or json.loads((preprocessed_folder / "dataset.json").read_text())
     return cls(plans, "2d", fold, dataset_json, device=torch.device("cpu"))

@@ -5,10 +5,13 @@ import os
 
 import pytest
 import torch
+from conftest import TINY_PLANS
 from test_base_trainer import make_trainer
 
 from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
 from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+from nnunet_multimodal.training.mkd import nnUNetTrainerMKD
+from nnunet_multimodal.training.sam_adapter import nnUNetTrainerSAMAdapter_tiny
 
 
 def _rss_mb() -> float:
@@ -17,15 +20,18 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainer_class", [nnUNetTrainerCMSAD, nnUNetTrainerMAML])
-def test_fifty_epochs_do_not_leak(trainer_class, preprocessed_folder, nnunet_paths):
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerSAMAdapter_tiny,
+                                           nnUNetTrainerMKD])
+def test_fifty_epochs_do_not_leak(trainer_class, preprocessed_folder, nnunet_paths, request):
     class Soak(trainer_class):
         def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
             super().__init__(plans, configuration, fold, dataset_json, device)
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 50, 3, 2
             self.disable_checkpointing = True
 
-    trainer = make_trainer(Soak, preprocessed_folder)
+    # MKD reads its assistant from its own plans (written by `nnunet-mm mkd-prepare` in the fixture)
+    plans_name = request.getfixturevalue("mkd_assistant").stem if trainer_class is nnUNetTrainerMKD else TINY_PLANS
+    trainer = make_trainer(Soak, preprocessed_folder, plans_name=plans_name)
     samples = []
 
     def on_epoch_end_with_sampling():
