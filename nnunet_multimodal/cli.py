@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -181,6 +182,12 @@ def _cmd_mkd_prepare(args) -> int:
     return 0
 
 
+def _cmd_benchmark_accuracy(args) -> int:
+    from nnunet_multimodal.benchmarks.accuracy import run_accuracy_benchmark
+
+    return run_accuracy_benchmark(args)
+
+
 def _cmd_benchmark_speed(args) -> int:
     from nnunet_multimodal.benchmarks.speed import run_speed_benchmark
 
@@ -305,6 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=2, help="cases timed for sliding-window inference (default: 2)")
     p.add_argument("--json", help="write the results here as JSON")
     p.set_defaults(func=_cmd_benchmark_speed)
+    p = bench.add_parser("accuracy", help="trainers trained, predicted and evaluated with the same plans, fold and "
+                                          "budget; Dice table, PNG and a Markdown section")
+    p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")
+    p.add_argument("-c", default="2d", help="configuration (default: 2d)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-tr", nargs="+", required=True, help="trainers to compare (same schedule, e.g. the _demo variants)")
+    p.add_argument("-f", default="0", help="fold (default: 0)")
+    p.add_argument("-i", help="held-out images (default: the raw dataset's imagesTs)")
+    p.add_argument("-ref", help="their labels (default: the raw dataset's labelsTs)")
+    p.add_argument("-o", required=True, help="output folder: predictions, logs, accuracy.json, the PNG")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")
+    p.add_argument("--missing-sweep", action="store_true", help="also evaluate every non-empty modality subset")
+    p.add_argument("--retrain", action="store_true", help="train even where a checkpoint_final.pth exists")
+    p.add_argument("--allow-different-budgets", action="store_true",
+                   help="compare trainers whose epochs x iterations differ")
+    p.add_argument("--page", help="Markdown page whose accuracy section to write (e.g. docs/benchmarks.md)")
+    p.add_argument("--name", help="section name in the page (default: <dataset>_<configuration>)")
+    p.set_defaults(func=_cmd_benchmark_accuracy)
 
     from nnunet_multimodal.data.convert.layouts import LAYOUTS
     from nnunet_multimodal.submission.build import build_command
@@ -332,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["nnunet-mm", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)
     except (OSError, KeyError, ValueError) as e:  # OSError: missing files, permissions, a full disk

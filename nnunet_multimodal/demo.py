@@ -33,7 +33,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _run(step: str, command: list[str], env: dict, log_file: Path) -> float:
+def run_console_script(step: str, command: list[str], env: dict, log_file: Path) -> float:
     """Run a console script, echo its progress lines, keep its full output in ``log_file``."""
     _say(f"  $ {' '.join(command)}")
     start = time.perf_counter()
@@ -137,21 +137,22 @@ def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, da
 
     _say("[2/5] nnUNetv2_plan_and_preprocess, then nnunet-mm plans --tiny")
     plan_env = dict(env, nnUNet_n_proc_DA="1")  # nnU-Net's planner calls torch.set_num_threads with it
-    _run("planning", [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
-                      DEMO_CONFIGURATION, "-np", "1", "--verify_dataset_integrity"], plan_env, logs / "plan.log")
-    _run("tiny plans", [str(bin_dir / "nnunet-mm"), "plans", "-d", str(dataset_id), "-c", DEMO_CONFIGURATION,
-                        "--tiny", "-o", DEMO_PLANS], env, logs / "plans.log")
+    run_console_script("planning", [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
+                                    DEMO_CONFIGURATION, "-np", "1", "--verify_dataset_integrity"], plan_env,
+                       logs / "plan.log")
+    run_console_script("tiny plans", [str(bin_dir / "nnunet-mm"), "plans", "-d", str(dataset_id), "-c",
+                                      DEMO_CONFIGURATION, "--tiny", "-o", DEMO_PLANS], env, logs / "plans.log")
 
     rows = []
     label_names = [n for n in spec.labels if n != "background"]
     for step, (model, trainers) in enumerate(DEMO_TRAINERS.items()):
         trainer = trainers[schedule]
         _say(f"[{3 + step}/5] {model}: nnUNetv2_train with {trainer}, then nnUNetv2_predict on the held-out cases")
-        train_seconds = _run(f"training {trainer}", [
+        train_seconds = run_console_script(f"training {trainer}", [
             str(bin_dir / "nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, DEMO_FOLD, "-tr", trainer, "-p",
             DEMO_PLANS, "-device", "cpu"], env, logs / f"train_{trainer}.log")
         predictions = root / "predictions" / trainer
-        predict_seconds = _run(f"prediction with {trainer}", [
+        predict_seconds = run_console_script(f"prediction with {trainer}", [
             str(bin_dir / "nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d",
             str(dataset_id), "-c", DEMO_CONFIGURATION, "-f", DEMO_FOLD, "-tr", trainer, "-p", DEMO_PLANS,
             "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"], env, logs / f"predict_{trainer}.log")
