@@ -9,7 +9,7 @@ from conftest import TINY_PLANS
 from test_base_trainer import make_trainer
 
 from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
-from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+from nnunet_multimodal.training.maml import nnUNetTrainerMAML, nnUNetTrainerModalityDropout
 from nnunet_multimodal.training.mkd import nnUNetTrainerMKD
 from nnunet_multimodal.training.sam_adapter import nnUNetTrainerSAMAdapter_tiny
 
@@ -20,8 +20,8 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainer_class", [nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerSAMAdapter_tiny,
-                                           nnUNetTrainerMKD])
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerModalityDropout,
+                                           nnUNetTrainerSAMAdapter_tiny, nnUNetTrainerMKD])
 def test_fifty_epochs_do_not_leak(trainer_class, preprocessed_folder, nnunet_paths, request):
     class Soak(trainer_class):
         def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
