@@ -18,7 +18,8 @@ from timm.layers import resample_abs_pos_embed_nhwc
 from timm.models.vision_transformer_sam import checkpoint_filter_fn
 from torch import nn
 
-from nnunet_multimodal.networks.sam_adapter import ENCODER_VARIANTS, is_adapter_parameter
+from nnunet_multimodal.networks.sam_adapter import is_adapter_parameter
+from nnunet_multimodal.networks.sam_config import ENCODER_VARIANTS
 
 SAM_CHECKPOINT_ENV = "nnUNet_mm_SAM_checkpoint"
 OFFICIAL_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}

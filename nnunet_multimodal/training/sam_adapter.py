@@ -7,8 +7,7 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_multimodal.networks.sam_adapter import DEFAULT_KNOBS, SAMAdapterNet, check_knobs
-from nnunet_multimodal.networks.sam_checkpoint import load_sam_encoder, resolve_checkpoint_path
+from nnunet_multimodal.networks.sam_config import DEFAULT_KNOBS, check_knobs
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
 from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
 
@@ -46,6 +45,9 @@ class nnUNetTrainerSAMAdapter(nnUNetTrainerMultiModalBase):
     @classmethod
     def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
                                  enable_deep_supervision, knobs):
+        # imported here: nnU-Net imports this module whenever it looks up any trainer, and the network needs timm
+        from nnunet_multimodal.networks.sam_adapter import SAMAdapterNet
+
         return SAMAdapterNet(num_modalities, num_output_channels, knobs)
 
     def initialize(self):
@@ -70,6 +72,8 @@ class nnUNetTrainerSAMAdapter(nnUNetTrainerMultiModalBase):
     def load_sam_weights(self) -> None:
         """Official SAM weights into the freshly built encoder. They are then part of ``network_weights``, so
         checkpoints, prediction and exported models need no SAM file."""
+        from nnunet_multimodal.networks.sam_checkpoint import load_sam_encoder, resolve_checkpoint_path
+
         knobs = self.architecture_knobs(self.configuration_manager)
         variant = knobs["variant"]
         if not knobs["pretrained"]:
