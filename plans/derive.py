@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.training.knobs import PLANS_KEY
 
 TINY_MAX_STAGES = 4
@@ -106,7 +107,5 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite or choose another plans name")
     derived = derive_plans(source, configurations, plans_name, tiny, knobs)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(derived, indent=4))
-    tmp.replace(target)
+    write_text_atomic(target, json.dumps(derived, indent=4))
     return target

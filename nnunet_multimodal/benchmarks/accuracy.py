@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.environment import env_with_plugin
 from nnunet_multimodal.text_table import markdown_table
 
@@ -61,9 +62,7 @@ def replace_section(page: Path, name: str, body: str) -> None:
         text = before + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    partial = page.with_name(f".{page.name}.partial")
-    partial.write_text(text)
-    partial.replace(page)
+    write_text_atomic(page, text)
 
 
 def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename: Path, title: str) -> None:
@@ -182,7 +181,7 @@ def run_accuracy_benchmark(args) -> int:
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), device {args.device}",
               "date": time.strftime("%Y-%m-%d"),
               "command": args.command_line}
-    (out / "accuracy.json").write_text(json.dumps(report, indent=2, default=float))
+    write_text_atomic(out / "accuracy.json", json.dumps(report, indent=2, default=float))
     if args.page:
         page = Path(args.page)
         page_plot = page.parent / plot.name

@@ -14,8 +14,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
+from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.environment import env_with_plugin
 from nnunet_multimodal.text_table import text_table
 
@@ -84,19 +84,12 @@ def run_speed_benchmark(args) -> int:
             for trainer in order:
                 print(f"round {round_index + 1}/{args.rounds}: {trainer}", file=sys.stderr, flush=True)
                 report["measurements"].append(_measure_in_subprocess(trainer, args, env))
-                # an interrupted run (time limit, crash of a later trainer) keeps what it measured
-                _write_report(args.json, report)
+                if args.json:  # an interrupted run (time limit, a later trainer's crash) keeps what it measured
+                    write_text_atomic(args.json, json.dumps(report, indent=2))
     report["summary"] = summarize(report["measurements"])
     report["complete"] = True
     print(format_summary(report["summary"]))
     if args.json:
-        _write_report(args.json, report)
+        write_text_atomic(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
-
-
-def _write_report(path: str | None, report: dict) -> None:
-    if path:
-        partial = Path(f"{path}.partial")
-        partial.write_text(json.dumps(report, indent=2))
-        partial.replace(path)

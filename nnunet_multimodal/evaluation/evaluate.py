@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
 
+from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.evaluation.metrics import CONVENTIONS, LesionSettings, mask_metrics
 
 SUMMARY_METRICS = ("Dice", "IoU", "HD95", "lesion_dice", "lesion_hd95")
@@ -110,9 +111,7 @@ def write_outputs(summary: dict, output_folder: str | Path) -> dict[str, Path]:
     output_folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_folder / "summary.json", "csv": output_folder / "per_case.csv",
              "png": output_folder / "boxplots.png"}
-    tmp = paths["json"].with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True))
-    tmp.replace(paths["json"])
+    write_text_atomic(paths["json"], json.dumps(_json_safe(summary), indent=2, sort_keys=True))
 
     rows = [(Path(c["prediction_file"]).name, k, m)
             for c in summary["metric_per_case"] for k, m in c["metrics"].items()]

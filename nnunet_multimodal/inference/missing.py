@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.data.verify import group_case_files
 from nnunet_multimodal.training.modality_dropout import accepts_availability
 
@@ -140,10 +141,7 @@ class MissingModalityPredictor:
         ensure_writable(output_folder)
         used = {case: self.predict_case(files, missing, output_folder / case, save_probabilities)
                 for case, files in sorted(cases.items())}
-        report = output_folder / "modalities_used.json"
-        partial = output_folder / ".modalities_used.json.partial"
-        partial.write_text(json.dumps(used, indent=2))
-        os.replace(partial, report)
+        write_text_atomic(output_folder / "modalities_used.json", json.dumps(used, indent=2))
         return used
 
 
