@@ -49,8 +49,11 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
             self.project = grouped_conv(conv_op, m)(m * self.attention_dim, m * c, 1)
             self.residual_scale = nn.Parameter(torch.zeros(m))
         elif mode == "gating":
-            self.pairs = list(itertools.combinations(range(m), 2))
-            self.gate = conv_op(len(self.pairs), m, 1)
+            first, second = zip(*itertools.combinations(range(m), 2))
+            # all pairs through index tensors: fewer, larger operations than a select (and its backward) per pair
+            self.register_buffer("pair_first", torch.tensor(first), persistent=False)
+            self.register_buffer("pair_second", torch.tensor(second), persistent=False)
+            self.gate = conv_op(len(first), m, 1)
         self.fuse = conv_op(m * c, out_channels, 1, bias=norm_op is None)
         self.norm = norm_op(out_channels, **(norm_op_kwargs or {})) if norm_op is not None else nn.Identity()
         self.nonlin = nonlin(**(nonlin_kwargs or {})) if nonlin is not None else nn.Identity()
@@ -64,15 +67,14 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
         spatial = features.shape[2:]
         n = spatial.numel()
         with torch.autocast(features.device.type, enabled=False):
-            qkv = self.qkv(features.float()).view(b, m, 3, d, n)
-            q = qkv[:, :, 0].transpose(-1, -2)                                  # (B, M, N, d)
-            k = qkv[:, :, 1].transpose(-1, -2).reshape(b, 1, m * n, d)            # keys of all modalities
-            v = qkv[:, :, 2].transpose(-1, -2).reshape(b, 1, m * n, d)
+            # every modality's queries attend to the keys of all modalities: one (M*N)-token sequence per sample,
+            # which PyTorch's fused kernels take directly (no broadcast over a modality axis)
+            q, k, v = self.qkv(features.float()).view(b, m, 3, d, n).permute(2, 0, 1, 4, 3).reshape(3, b, 1, m * n, d)
             mask = None
             if available is not None:
                 mask = available.to(torch.bool).repeat_interleave(n, dim=1).view(b, 1, 1, m * n)
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # keys broadcast over queries
-        attended = attended.transpose(-1, -2).reshape(b, m * d, *spatial).to(features.dtype)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)   # (B, 1, M*N, d)
+        attended = attended.view(b, m, n, d).transpose(-1, -2).reshape(b, m * d, *spatial).to(features.dtype)
         update = self.split(self.project(attended)) * self.residual_scale.view(1, m, *([1] * (len(spatial) + 1)))
         return features + update.flatten(1, 2)
 
@@ -80,13 +82,12 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
         per_modality = self.split(features)
         with torch.autocast(features.device.type, enabled=False):
             x = per_modality.float()
-            energy = x.pow(2).sum(dim=2)                                          # (B, M, *sp)
-            correlations = torch.stack(
-                [(x[:, i] * x[:, j]).sum(dim=1) * torch.rsqrt(energy[:, i] * energy[:, j] + 1e-12)
-                 for i, j in self.pairs], dim=1)
+            i, j = self.pair_first, self.pair_second
+            energy = x.square().sum(dim=2)                                        # (B, M, *sp)
+            correlations = (x[:, i] * x[:, j]).sum(dim=2) * torch.rsqrt(energy[:, i] * energy[:, j] + 1e-12)
             if available is not None:
                 present = available.float()
-                pair_present = torch.stack([present[:, i] * present[:, j] for i, j in self.pairs], dim=1)
+                pair_present = present[:, i] * present[:, j]                     # (B, P)
                 correlations = correlations * pair_present.view(*pair_present.shape, *([1] * (features.ndim - 2)))
             gates = 2 * torch.sigmoid(self.gate(correlations))                  # (B, M, *sp)
         return (per_modality * gates.unsqueeze(2).to(features.dtype)).flatten(1, 2)
