@@ -1,9 +1,11 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 from conftest import DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.benchmarks.speed import BASELINE, METRICS, format_summary, round_orders, summarize
+from nnunet_multimodal.benchmarks.speed_worker import predraw_extra_loaders
 
 
 def _m(trainer, step, inference, memory):
@@ -67,3 +69,21 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
     assert report["summary"][BASELINE]["step_seconds_ratio"] == 1.0
     assert "nnUNetTrainerMultiModalBase" in result.stdout
     assert not list(workspace.results.rglob("nnUNetTrainer__*")), "benchmark wrote into nnUNet_results"
+
+
+def test_loaders_drawn_inside_the_step_are_drawn_before_timing():
+    draws = []
+
+    def counting(name):
+        while True:
+            draws.append(name)
+            yield name
+
+    trainer = SimpleNamespace(dataloader_train=counting("train"), dataloader_val=counting("val"),
+                              dataloader_assistant=counting("assistant"), dataloader_unused=None)
+    originals = predraw_extra_loaders(trainer, 3)
+    assert set(originals) == {"dataloader_assistant"}
+    assert draws == ["assistant"] * 3
+    assert [next(trainer.dataloader_assistant) for _ in range(3)] == ["assistant"] * 3
+    assert draws == ["assistant"] * 3  # the step's draws no longer load anything
+    assert trainer.dataloader_unused is None

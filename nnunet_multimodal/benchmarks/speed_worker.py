@@ -21,6 +21,19 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def predraw_extra_loaders(trainer, count: int) -> dict:
+    """Data loading stays out of the timed steps for every loader a trainer draws from inside ``train_step``
+    (MKD's assistant loader), as it does for nnU-Net's own: each ``dataloader_*`` attribute besides the training
+    and validation loaders is replaced by an iterator over ``count`` batches drawn now. Returns the originals,
+    to be put back before ``on_train_end`` (which shuts them down)."""
+    originals = {name: loader for name, loader in vars(trainer).items()
+                 if name.startswith("dataloader_") and name not in ("dataloader_train", "dataloader_val")
+                 and loader is not None}
+    for name, loader in originals.items():
+        setattr(trainer, name, iter([next(loader) for _ in range(count)]))
+    return originals
+
+
 def measure(dataset: str, configuration: str, plans: str, trainer_name: str, device: str, steps: int,
             warmup: int, cases: int) -> dict:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -34,6 +47,7 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
     sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
     trainer.on_train_epoch_start()
     batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
+    originals = predraw_extra_loaders(trainer, warmup + steps)
     for batch in batches[:warmup]:
         trainer.train_step(batch)
     if torch_device.type == "cuda":
@@ -68,6 +82,8 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
         predictor.predict_sliding_window_return_logits(data)
         sync()
         inference_times.append(time.perf_counter() - start)
+    for name, loader in originals.items():
+        setattr(trainer, name, loader)
     trainer.on_train_end()
     return {"trainer": trainer_name, "step_seconds": statistics.median(times),
             "inference_seconds_per_case": statistics.median(inference_times), "peak_memory_mb": peak,
