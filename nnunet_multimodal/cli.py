@@ -152,16 +152,32 @@ def _cmd_predict(args) -> int:
 
 def _cmd_evaluate_missing(args) -> int:
     import json
+    import tempfile
     from pathlib import Path
 
     from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
     from nnunet_multimodal.inference.missing import evaluate_missing
     from nnunet_multimodal.text_table import text_table
 
+    if (args.i is None) != (args.ref is None):
+        raise SystemExit("evaluate-missing: give both -i and -ref, or neither (the fold's validation cases)")
+    if args.i is None and (len(args.f) != 1 or args.f[0] == "all"):
+        raise SystemExit("evaluate-missing: the validation cases belong to one fold; pass one fold number with -f, "
+                         "or -i and -ref")
     predictor = _missing_predictor(args)
     dataset_json = args.djfile and json.loads(Path(args.djfile).read_text()) or predictor.predictor.dataset_json
-    table = evaluate_missing(predictor, args.i, args.ref, args.o, labels_or_regions_from_dataset_json(dataset_json),
-                             args.convention)
+    with tempfile.TemporaryDirectory(prefix="nnunet_mm_validation_") as staging:
+        if args.i is None:
+            from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+            from nnunet_multimodal.inference.missing import fold_validation_cases
+
+            images, references = fold_validation_cases(maybe_convert_to_dataset_name(args.d), int(args.f[0]),
+                                                       predictor.file_ending, Path(staging))
+        else:
+            images, references = args.i, args.ref
+        table = evaluate_missing(predictor, images, references, args.o,
+                                 labels_or_regions_from_dataset_json(dataset_json), args.convention)
     keys = list(next(iter(table.values())))
     print(text_table([["modalities", *[f"Dice {k}" for k in keys]]]
                      + [[name, *[f"{row[k]:.3f}" for k in keys]] for name, row in table.items()]))
@@ -255,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     for command, description in (("predict", "nnUNetv2_predict's common flags, plus --missing and absent files"),
                                  ("evaluate-missing", "Dice for every non-empty subset of modalities")):
         p = sub.add_parser(command, help=description)
-        p.add_argument("-i", required=True, help="input folder (CASE_XXXX files; absent channel files are missing)")
+        p.add_argument("-i", required=command == "predict",
+                       help="input folder (CASE_XXXX files; absent channel files are missing)"
+                       + ("" if command == "predict" else "; default: the fold's validation cases"))
         p.add_argument("-d", required=True, help="dataset name or id")
         p.add_argument("-c", required=True, help="configuration")
         p.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0)")
@@ -269,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
             p.set_defaults(func=_cmd_predict)
         else:
-            p.add_argument("-ref", required=True, help="reference segmentations of the input cases")
+            p.add_argument("-ref", help="reference segmentations of the input cases (with -i; default: nnU-Net's "
+                                        "gt_segmentations of the fold's validation cases)")
             p.add_argument("-o", required=True, help="output folder (predictions per subset, table, heatmap)")
             p.add_argument("-djfile", help="dataset.json for labels/regions (default: the model's)")
             p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet")

@@ -78,6 +78,25 @@ def test_evaluate_missing_sweep(workspace, phantom_dataset, trained_maml_model, 
     assert (tmp_path / "table.csv").read_text().count("\n") == 9
 
 
+def test_evaluate_missing_on_the_fold_validation_cases(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    run_tool(["nnunet-mm", "evaluate-missing", "-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-f", "0", "-tr",
+              MAML_TRAINER, "-p", TINY_PLANS], workspace.env)
+    splits = json.loads((workspace.preprocessed / phantom_dataset.name / "splits_final.json").read_text())
+    predicted = sorted(p.name for p in (tmp_path / "predictions" / "T1_T2_FLAIR").glob("*.nii.gz"))
+    assert predicted == sorted(f"{case}.nii.gz" for case in splits[0]["val"])
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert len(table) == 2 ** 3 - 1 + 1 and 0 <= table["T1+T2+FLAIR"]["mean"] <= 1
+
+
+def test_evaluate_missing_needs_both_folders_or_one_fold(workspace, phantom_dataset, trained_maml_model, tmp_path):
+    common = ["-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]
+    only_input = run_tool(["nnunet-mm", "evaluate-missing", "-i", phantom_dataset / "imagesTs", *common],
+                          workspace.env, check=False)
+    assert only_input.returncode != 0 and "both -i and -ref" in only_input.stderr
+    two_folds = run_tool(["nnunet-mm", "evaluate-missing", "-f", "0", "1", *common], workspace.env, check=False)
+    assert two_folds.returncode != 0 and "one fold" in two_folds.stderr
+
+
 def test_unwritable_output_folder_fails_before_predicting(workspace, phantom_dataset, trained_maml_model, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

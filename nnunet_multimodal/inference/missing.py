@@ -150,6 +150,35 @@ def modality_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
     return [s for k in range(len(modalities), 0, -1) for s in itertools.combinations(modalities, k)]
 
 
+def fold_validation_cases(dataset_name: str, fold: int, file_ending: str, staging: Path) -> tuple[Path, Path]:
+    """The validation cases of one fold, as nnU-Net split them: links to their raw images in ``staging`` (the
+    input folder) and nnU-Net's own copy of their reference segmentations (``gt_segmentations``)."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+
+    preprocessed = Path(nnUNet_preprocessed or "") / dataset_name
+    splits_file = preprocessed / "splits_final.json"
+    if not splits_file.is_file():
+        raise FileNotFoundError(f"{splits_file} not found: nnU-Net writes it when a fold is trained; pass -i and "
+                                f"-ref to evaluate on folders instead")
+    splits = json.loads(splits_file.read_text())
+    if not 0 <= fold < len(splits):
+        raise ValueError(f"fold {fold} is not in {splits_file} ({len(splits)} folds)")
+    images = Path(nnUNet_raw or "") / dataset_name / "imagesTr"
+    references = preprocessed / "gt_segmentations"
+    staging.mkdir(parents=True, exist_ok=True)
+    for case in splits[fold]["val"]:
+        files = sorted(images.glob(f"{case}_[0-9][0-9][0-9][0-9]{file_ending}"))
+        if not files:
+            raise FileNotFoundError(f"no raw images of validation case {case} in {images}: the sweep predicts from "
+                                    f"the raw images; set nnUNet_raw, or pass -i and -ref")
+        if not (references / f"{case}{file_ending}").is_file():
+            raise FileNotFoundError(f"no reference {case}{file_ending} in {references} (nnU-Net's copy of the "
+                                    f"training labels); rerun nnUNetv2_plan_and_preprocess or pass -i and -ref")
+        for file in files:
+            (staging / file.name).symlink_to(file.resolve())
+    return staging, references
+
+
 def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Path, reference_folder: str | Path,
                      output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet") -> dict:
     """Predict and evaluate with every non-empty subset of modalities; writes table.json, table.csv and
