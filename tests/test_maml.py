@@ -1,9 +1,10 @@
+import json
 import math
 
 import pytest
 import torch
 from arch_helpers import architecture
-from conftest import DATASET_ID, TINY_PLANS, run_tool
+from conftest import DATASET_ID, MAML_TRAINER, PLAIN_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
 from nnunet_multimodal.networks.branches import branch_inputs, split_branches
@@ -140,3 +141,16 @@ def test_modality_dropout_baseline_through_console_scripts(workspace, phantom_da
                       workspace.env)
     assert "not trained for missing modalities" not in result.stderr  # its checkpoint says: modality dropout
     assert len(list(tmp_path.glob("*.nii.gz"))) == 2
+
+
+def test_find_best_configuration_with_plain_nnunet(workspace, trained_maml_model, trained_plain_model):
+    # the MAML fixture is trained without --npz; nnU-Net's --val --npz rewrites its validation with probabilities
+    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MAML_TRAINER, "-p", TINY_PLANS, "-device", "cpu", "--val",
+              "--npz"], workspace.env)
+    result = run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, PLAIN_TRAINER,
+                       "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
+    info = json.loads((trained_maml_model.parents[1] / "inference_information.json").read_text())
+    candidates = list(info["all_results"])  # model and ensemble identifiers -> cross-validation Dice
+    assert any(c.startswith(MAML_TRAINER) for c in candidates)
+    assert any(c.startswith("ensemble") and MAML_TRAINER in c and PLAIN_TRAINER in c for c in candidates)
+    assert "nnUNetv2_predict" in result.stdout
