@@ -88,7 +88,8 @@ def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename
 def markdown_section(report: dict, plot_name: str) -> str:
     keys, names = report["keys"], report["names"]
     lines = [f"Dataset `{report['dataset']}`, configuration `{report['configuration']}`, plans `{report['plans']}`, "
-             f"fold {report['fold']}, {report['cases']} held-out cases; machine: {report['machine']}; "
+             f"fold {report['fold']}, {report['cases']} evaluated cases ({report.get('cases_source', 'held out')}); "
+             f"machine: {report['machine']}; "
              f"{report['date']}. Command:", "", "```bash", report["command"], "```", ""]
     header = ["trainer", "iterations (epochs × it)", "batch"] + [f"Dice {names.get(k, k)}" for k in keys] \
         + ["mean Dice", "mean HD95"]
@@ -176,7 +177,8 @@ def run_accuracy_benchmark(args) -> int:
     names = key_names(dataset_json["labels"])
     dice_plot(rows, keys, names, plot, f"{dataset_name} {args.c}, fold {args.f}: Dice on {reference.name}")
     report = {"schema_version": SCHEMA_VERSION, "dataset": dataset_name, "configuration": args.c, "plans": args.p,
-              "fold": args.f, "cases": len(list(reference.glob(f"*{file_ending}"))), "keys": keys,
+              "fold": args.f, "cases": len(list(reference.glob(f"*{file_ending}"))),
+              "cases_source": f"from {images}" if args.i else "held out: imagesTs", "keys": keys,
               "names": {k: names.get(k, k) for k in keys}, "rows": rows,
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), device {args.device}",
               "date": time.strftime("%Y-%m-%d"),
