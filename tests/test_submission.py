@@ -221,12 +221,11 @@ def test_zip_export_install_and_predict(workspace, phantom_dataset, trained_cmsa
 
 @pytest.fixture(scope="module")
 def inference_information(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model) -> Path:
-    """find_best_configuration over the two fixture models (test_cmsad_trainer.py may have run it already)."""
-    info = workspace.results / phantom_dataset.name / "inference_information.json"
-    if not info.is_file():
-        run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, PLAIN_TRAINER,
-                  "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
-    return info
+    """find_best_configuration over the two fixture models. Always run: other tests run it over other models, and
+    nnU-Net keeps one inference_information.json per dataset."""
+    run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, PLAIN_TRAINER,
+              "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
+    return workspace.results / phantom_dataset.name / "inference_information.json"
 
 
 @pytest.fixture(scope="module")
