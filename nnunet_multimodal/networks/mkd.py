@@ -18,7 +18,7 @@ from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 
 DEFAULT_KNOBS = {
     "generator_width": 16,        # channels of the IAM generators (full resolution)
-    "generator_blocks": 1,        # residual blocks per generator (1: see docs/methods/mkd.md, "Speed")
+    "generator_blocks": 1,        # residual blocks per generator (why 1: docs/methods/mkd.md, "Where we chose")
     "discriminator_width": 16,    # channels of the first discriminator layer (doubled once)
 }
 
