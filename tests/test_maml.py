@@ -33,6 +33,20 @@ def test_fused_and_branch_outputs(dim, modalities):
         assert net(x).shape == (2, 3, *(16,) * dim)
 
 
+def test_branch_width_is_half_the_plans_but_not_below_the_minimum():
+    def first_stage_channels(net):
+        return next(net.encoder.parameters()).shape[0] // 3
+
+    tiny = architecture(features=(16, 32, 64))
+    assert first_stage_channels(MAMLNet(tiny, 3, 0, 3, knobs={})) == 16                  # half of 16 -> floor 16
+    assert first_stage_channels(MAMLNet(tiny, 3, 0, 3, knobs={"min_branch_features": 8})) == 8
+    assert first_stage_channels(MAMLNet(architecture(features=(32, 64, 128)), 3, 0, 3, knobs={})) == 16
+    assert first_stage_channels(MAMLNet(architecture(features=(8, 16, 32)), 3, 0, 3, knobs={})) == 8   # plans' own
+    for bad in (0, 1.5, True, "16"):
+        with pytest.raises(ValueError, match="min_branch_features"):
+            MAMLNet(tiny, 3, 0, 3, knobs={"min_branch_features": bad})
+
+
 def test_grouped_decoder_keeps_branches_independent():
     net = make().eval()
     x = torch.randn(1, 3, 16, 16)
@@ -116,6 +130,26 @@ def test_mutual_term_masks_and_gradients():
     assert kl(branches, fused, valid=torch.zeros(2, 1, 4, 4)) == 0
     with pytest.raises(ValueError, match="temperature"):
         MutualLearningKL(temperature=0)
+
+
+def test_branch_losses_are_summed_over_modalities_present(preprocessed_folder, nnunet_paths):
+    from test_base_trainer import make_trainer
+
+    from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+
+    trainer = make_trainer(nnUNetTrainerMAML, preprocessed_folder)
+    trainer.initialize()
+    torch.manual_seed(0)
+    patch = trainer.configuration_manager.patch_size
+    x = torch.randn(2, 3, *patch)
+    available = torch.tensor([[True, True, False], [True, False, True]])
+    output = trainer.network.train()(x, available)
+    target = [torch.randint(0, 4, (2, 1, *level.shape[2:])).float() for level in output["branch_logits"][0]]
+    expected = sum(trainer.loss([level[available[:, m]] for level in logits], [t[available[:, m]] for t in target])
+                   for m, logits in enumerate(output["branch_logits"]))
+    # as the authors weigh them: w0 for the fused output, then every branch's full deep-supervision weights
+    assert trainer.compute_extra_losses(output, target, available)["branches"].item() == \
+        pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_model, tmp_path):

@@ -14,13 +14,16 @@ from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, gro
 CHANNEL_MULTIPLE = 8
 
 
-def branch_features_per_stage(features: tuple[int, ...], num_modalities: int, width) -> tuple[int, ...]:
-    """``width`` times the plans' features per stage ("auto": 1/sqrt(M)), rounded to multiples of 8."""
+def branch_features_per_stage(features: tuple[int, ...], num_modalities: int, width,
+                              minimum: int = CHANNEL_MULTIPLE) -> tuple[int, ...]:
+    """``width`` times the plans' features per stage ("auto": 1/sqrt(M)), rounded to multiples of 8, and not
+    fewer than ``minimum`` (or than the plans' own features, where those are fewer)."""
     if width == "auto":
         width = 1 / math.sqrt(num_modalities)
     if not isinstance(width, (int, float)) or not 0 < width <= 1:
         raise ValueError(f"branch_width must be 'auto' or a number in (0, 1], got {width!r}")
-    return tuple(max(CHANNEL_MULTIPLE, CHANNEL_MULTIPLE * int(round(f * width / CHANNEL_MULTIPLE))) for f in features)
+    return tuple(max(CHANNEL_MULTIPLE, min(minimum, f), CHANNEL_MULTIPLE * int(round(f * width / CHANNEL_MULTIPLE)))
+                 for f in features)
 
 
 def build_branch_encoder(architecture: PlansArchitecture, num_modalities: int, num_extra_channels: int,

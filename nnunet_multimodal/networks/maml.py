@@ -28,7 +28,12 @@ from nnunet_multimodal.networks.scff import availability_weights
 
 DEFAULT_KNOBS = {
     "branch_width": 0.5,              # the authors' code: half the plans' base width per modality U-Net
-    "single_modality_head": "fused",  # with one modality available at inference: "fused" head or its "branch" head
+    # ...but no stage narrower than 16 features (or the plans' own, if fewer): half of nnU-Net's default 32, and
+    # about the narrowest the authors ran (15); only plans with fewer than 32 base features are affected
+    "min_branch_features": 16,
+    # with one modality available at inference: its own "branch" head (as the authors did; better on average on
+    # each single-modality subset of the demo phantom, docs/methods/maml.md#measured) or the "fused" head
+    "single_modality_head": "branch",
 }
 HEADS = ("fused", "branch")
 
@@ -99,7 +104,11 @@ class MAMLNet(nn.Module):
         self.num_modalities = num_modalities
         self.num_extra_channels = num_extra_channels
         self.deep_supervision = deep_supervision
-        features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"])
+        minimum = knobs["min_branch_features"]
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+            raise ValueError(f"maml.min_branch_features must be a positive integer, got {minimum!r}")
+        features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"],
+                                             minimum)
         self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features)
         self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision)
         c = features[0]

@@ -20,7 +20,7 @@ class nnUNetTrainerModalityDropout(nnUNetTrainerMultiModalBase):
 
 
 class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
-    """Loss = w0 * Dice+CE(fused, full resolution) + mean_m DS-Dice+CE(branch m) + λ_KL * KL(fused || branch m)."""
+    """Loss = w0 * Dice+CE(fused, full resolution) + Σ_m DS-Dice+CE(branch m) + λ_KL * KL(fused || branch m)."""
 
     min_modalities = 2
     knob_section = "maml"
@@ -60,7 +60,8 @@ class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
                 branch_losses.append(self.loss([level[present] for level in logits], [t[present] for t in target]))
             else:
                 branch_losses.append(self.loss(logits[0][present], target[present]))
-        losses = {"branches": torch.stack(branch_losses).mean()}
+        # summed, not averaged, as in the authors' code: each branch learns at the rate of a stand-alone U-Net
+        losses = {"branches": torch.stack(branch_losses).sum()}
         if self.current_loss_weights()["mutual"] > 0:  # off by default: not computed, logged as 0
             losses["mutual"] = self.mutual([logits[0] for logits in output["branch_logits"]], output["logits"],
                                            available, self.valid_mask(target))
