@@ -47,6 +47,17 @@ def test_branch_width_is_half_the_plans_but_not_below_the_minimum():
             MAMLNet(tiny, 3, 0, 3, knobs={"min_branch_features": bad})
 
 
+def test_feature_map_size_for_the_planner():
+    plans = architecture(features=(32, 64, 128))
+    nets = [MAMLNet(plans, m, 0, 3, knobs={}) for m in (2, 3, 4)]
+    sizes = [net.compute_conv_feature_map_size((16, 16)) for net in nets]
+    assert sizes[0] < sizes[1] < sizes[2]
+    three = nets[1]
+    branches = three.encoder.compute_conv_feature_map_size((16, 16)) + \
+        three.decoder.compute_conv_feature_map_size((16, 16))
+    assert sizes[1] - branches == (16 + 3 * 16 * 5 + 16 + 3) * 16 * 16   # fusion, 3 MA modules, sum, head
+
+
 def test_grouped_decoder_keeps_branches_independent():
     net = make().eval()
     x = torch.randn(1, 3, 16, 16)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from torch import nn
@@ -122,6 +123,15 @@ class MAMLNet(nn.Module):
     def set_deep_supervision(self, enabled: bool) -> None:
         self.deep_supervision = enabled
         self.decoder.deep_supervision = enabled
+
+    def compute_conv_feature_map_size(self, input_size) -> np.int64:
+        """Feature-map voxels held for backprop, as the planner counts them: the M encoders and decoders, then at
+        full resolution the fusion, the MA modules (conv, norm, nonlin, conv, sigmoid), the weighted sum, the head."""
+        m, c = self.num_modalities, self.fusion.out_channels
+        full_resolution = c + m * c * 5 + c + self.head.out_channels
+        return (self.encoder.compute_conv_feature_map_size(input_size)
+                + self.decoder.compute_conv_feature_map_size(input_size)
+                + np.prod([full_resolution, *input_size], dtype=np.int64))
 
     def forward(self, x: torch.Tensor, available: torch.Tensor | None = None):
         m = self.num_modalities
