@@ -22,6 +22,8 @@ def branch_features_per_stage(features: tuple[int, ...], num_modalities: int, wi
         width = 1 / math.sqrt(num_modalities)
     if not isinstance(width, (int, float)) or not 0 < width <= 1:
         raise ValueError(f"branch_width must be 'auto' or a number in (0, 1], got {width!r}")
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+        raise ValueError(f"min_branch_features must be a positive integer, got {minimum!r}")
     return tuple(max(CHANNEL_MULTIPLE, min(minimum, f), CHANNEL_MULTIPLE * int(round(f * width / CHANNEL_MULTIPLE)))
                  for f in features)
 

@@ -105,11 +105,8 @@ class MAMLNet(nn.Module):
         self.num_modalities = num_modalities
         self.num_extra_channels = num_extra_channels
         self.deep_supervision = deep_supervision
-        minimum = knobs["min_branch_features"]
-        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            raise ValueError(f"maml.min_branch_features must be a positive integer, got {minimum!r}")
         features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"],
-                                             minimum)
+                                             knobs["min_branch_features"])
         self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features)
         self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision)
         c = features[0]
