@@ -5,6 +5,7 @@ from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.variants import (
     nnUNetTrainerMMPlain_2epochs,
     nnUNetTrainerMMPlain_demo,
+    nnUNetTrainerMMPlain_long,
     nnUNetTrainerMultiModalBase_2epochs,
     nnUNetTrainerMultiModalBase_demo,
 )
@@ -15,4 +16,5 @@ __all__ = [
     "nnUNetTrainerMultiModalBase_demo",
     "nnUNetTrainerMMPlain_2epochs",
     "nnUNetTrainerMMPlain_demo",
+    "nnUNetTrainerMMPlain_long",
 ]

@@ -4,8 +4,9 @@ from nnunet_multimodal.training.cmsad import (
     nnUNetTrainerCMSAD,
     nnUNetTrainerCMSAD_2epochs,
     nnUNetTrainerCMSAD_demo,
+    nnUNetTrainerCMSAD_long,
     nnUNetTrainerCMSAD_noDistill,
 )
 
-__all__ = ["nnUNetTrainerCMSAD", "nnUNetTrainerCMSAD_2epochs", "nnUNetTrainerCMSAD_demo",
+__all__ = ["nnUNetTrainerCMSAD", "nnUNetTrainerCMSAD_2epochs", "nnUNetTrainerCMSAD_demo", "nnUNetTrainerCMSAD_long",
            "nnUNetTrainerCMSAD_noDistill"]

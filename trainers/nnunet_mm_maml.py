@@ -5,11 +5,13 @@ from nnunet_multimodal.training.maml import (
     nnUNetTrainerMAML_2epochs,
     nnUNetTrainerMAML_demo,
     nnUNetTrainerMAML_KL,
+    nnUNetTrainerMAML_long,
     nnUNetTrainerModalityDropout,
     nnUNetTrainerModalityDropout_2epochs,
     nnUNetTrainerModalityDropout_demo,
+    nnUNetTrainerModalityDropout_long,
 )
 
 __all__ = ["nnUNetTrainerMAML", "nnUNetTrainerMAML_2epochs", "nnUNetTrainerMAML_demo", "nnUNetTrainerMAML_KL",
-           "nnUNetTrainerModalityDropout", "nnUNetTrainerModalityDropout_2epochs",
-           "nnUNetTrainerModalityDropout_demo"]
+           "nnUNetTrainerMAML_long", "nnUNetTrainerModalityDropout", "nnUNetTrainerModalityDropout_2epochs",
+           "nnUNetTrainerModalityDropout_demo", "nnUNetTrainerModalityDropout_long"]

@@ -9,7 +9,7 @@ from nnunet_multimodal.networks.cmsad import DEFAULT_KNOBS, CMSADNet
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import DemoSchedule, LongSchedule, TwoEpochs
 
 
 class nnUNetTrainerCMSAD(nnUNetTrainerMultiModalBase):
@@ -58,4 +58,8 @@ class nnUNetTrainerCMSAD_2epochs(TwoEpochs, nnUNetTrainerCMSAD):
 
 
 class nnUNetTrainerCMSAD_demo(DemoSchedule, nnUNetTrainerCMSAD):
+    pass
+
+
+class nnUNetTrainerCMSAD_long(LongSchedule, nnUNetTrainerCMSAD):
     pass

@@ -10,7 +10,7 @@ from nnunet_multimodal.networks.maml import DEFAULT_KNOBS, MAMLNet
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import DemoSchedule, LongSchedule, TwoEpochs
 
 
 class nnUNetTrainerModalityDropout(nnUNetTrainerMultiModalBase):
@@ -82,9 +82,17 @@ class nnUNetTrainerMAML_demo(DemoSchedule, nnUNetTrainerMAML):
     pass
 
 
+class nnUNetTrainerMAML_long(LongSchedule, nnUNetTrainerMAML):
+    pass
+
+
 class nnUNetTrainerModalityDropout_2epochs(TwoEpochs, nnUNetTrainerModalityDropout):
     pass
 
 
 class nnUNetTrainerModalityDropout_demo(DemoSchedule, nnUNetTrainerModalityDropout):
+    pass
+
+
+class nnUNetTrainerModalityDropout_long(LongSchedule, nnUNetTrainerModalityDropout):
     pass

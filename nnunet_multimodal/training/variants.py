@@ -4,7 +4,7 @@ compared with (same plans, same iterations)."""
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
-from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import DemoSchedule, LongSchedule, TwoEpochs
 
 
 class nnUNetTrainerMultiModalBase_2epochs(TwoEpochs, nnUNetTrainerMultiModalBase):
@@ -20,4 +20,8 @@ class nnUNetTrainerMMPlain_2epochs(TwoEpochs, nnUNetTrainer):
 
 
 class nnUNetTrainerMMPlain_demo(DemoSchedule, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerMMPlain_long(LongSchedule, nnUNetTrainer):
     pass
