@@ -13,6 +13,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.training.knobs import PLANS_KEY
@@ -90,6 +91,33 @@ def derive_plans(source_plans: dict, configurations: list[str], plans_name: str,
     return plans
 
 
+def method_trainers() -> dict[str, type]:
+    """The trainer that reads each knob section of the plans."""
+    from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
+    from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+    from nnunet_multimodal.training.mkd import nnUNetTrainerMKD
+    from nnunet_multimodal.training.sam_adapter import nnUNetTrainerSAMAdapter
+
+    return {t.knob_section: t for t in (nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerMKD,
+                                        nnUNetTrainerSAMAdapter)}
+
+
+def check_method_knobs(plans: dict, configurations: list[str], dataset_json: dict) -> None:
+    """Every knob section of the given configurations names a method, and that method's network can be built
+    with its knobs (on the meta device: no memory, no weights), so a bad value fails now, not at training."""
+    trainers = method_trainers()
+    plans_manager = PlansManager(plans)
+    for name in configurations:
+        for section in (plans["configurations"][name].get(PLANS_KEY) or {}):
+            if section not in trainers:
+                raise ValueError(f"unknown knob section {section!r} in configuration {name!r}; the sections are "
+                                 f"{sorted(trainers)} (SECTION.KNOB=VALUE)")
+            try:
+                trainers[section].check_architecture(plans_manager, name, dataset_json)
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"configuration {name!r}, knobs {section}: {error}") from error
+
+
 def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_name: str,
                         configurations: list[str], plans_name: str, tiny: bool, knobs: list[str] = (),
                         overwrite: bool = True) -> Path:
@@ -107,5 +135,11 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite or choose another plans name")
     derived = derive_plans(source, configurations, plans_name, tiny, knobs)
+    if knobs:
+        dataset_json_file = folder / "dataset.json"
+        if not dataset_json_file.is_file():
+            raise FileNotFoundError(f"{dataset_json_file} does not exist: nnUNetv2_plan_and_preprocess writes it; "
+                                    f"run it for this dataset first")
+        check_method_knobs(derived, configurations, json.loads(dataset_json_file.read_text()))
     write_text_atomic(target, json.dumps(derived, indent=4))
     return target

@@ -16,6 +16,7 @@ from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.checkpointing import PLUGIN_KEY, CheckpointError
 from nnunet_multimodal.training.knobs import read_knobs
 from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.maml import nnUNetTrainerMAML
 
 
 class AuxOutputNet(nn.Module):
@@ -205,6 +206,18 @@ def test_single_channel_dataset_rejected_before_anything_is_written(preprocessed
     with pytest.raises(ValueError, match="needs at least 2 modalities.*1 \\(CT\\).*plain nnUNetTrainer"):
         make_trainer(TwoBranchTrainer, preprocessed_folder, dataset_json=dataset_json)
     assert not list(nnunet_paths.results.rglob("TwoBranchTrainer*"))
+
+
+def test_knob_value_the_network_cannot_take_rejected_before_anything_is_written(preprocessed_folder, nnunet_paths):
+    class BadKnobMAML(nnUNetTrainerMAML):
+        pass
+
+    plans = json.loads((preprocessed_folder / f"{TINY_PLANS}.json").read_text())
+    plans["configurations"]["2d"]["multimodal"] = {"maml": {"branch_width": 5}}
+    dataset_json = json.loads((preprocessed_folder / "dataset.json").read_text())
+    with pytest.raises(ValueError, match="branch_width must be 'auto' or a number in \\(0, 1\\], got 5"):
+        BadKnobMAML(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
+    assert not list(nnunet_paths.results.rglob("BadKnobMAML*"))
 
 
 def test_knobs_merge_defaults_and_reject_unknown_names():

@@ -98,3 +98,24 @@ def test_cli_on_real_preprocessed_dataset(preprocessed_folder):
     assert plans["plans_name"] == "nnUNetPlans_mmtiny"
     assert plans["configurations"]["2d"]["data_identifier"] == original["configurations"]["2d"]["data_identifier"]
     assert plans["configurations"]["2d"]["patch_size"] == [64, 64]
+
+
+def test_knobs_are_checked_when_the_plans_are_written(preprocessed_folder, tmp_path):
+    folder = tmp_path / preprocessed_folder.name
+    folder.mkdir()
+    for name in ("nnUNetPlans.json", "dataset.json"):
+        (folder / name).write_text((preprocessed_folder / name).read_text())
+    target = write_derived_plans(folder, "nnUNetPlans", ["2d"], "good", tiny=True,
+                                 knobs=["maml.branch_width=1.0", "cmsad.scff_levels=[2,3]", "mkd.generator_width=8",
+                                        "sam_adapter.variant=vit_h"])
+    assert json.loads(target.read_text())["configurations"]["2d"]["multimodal"]["maml"] == {"branch_width": 1.0}
+    for knob, message in (("maml.min_branch_features=0", "min_branch_features must be a positive integer"),
+                          ("cmsad.scff_levels=5", "scff_levels must be 'auto' or a list"),
+                          ("cmsad.scff_levels=[9]", r"scff_levels \[9\] out of range"),
+                          ("cmsad.branch_wdith=0.5", "Unknown knob"),
+                          ("mkd.discriminator_width=-1", "discriminator_width must be a positive integer"),
+                          ("sam_adapter.input_size=100", "input_size must be a multiple of 16"),
+                          ("mmal.branch_width=0.5", "unknown knob section 'mmal'")):
+        with pytest.raises(ValueError, match=message):
+            write_derived_plans(folder, "nnUNetPlans", ["2d"], "bad", tiny=True, knobs=[knob])
+        assert not (folder / "bad.json").exists()

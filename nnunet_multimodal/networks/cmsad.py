@@ -43,6 +43,9 @@ class CMSADNet(nn.Module):
         m = num_modalities
         self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels)
         levels = range(1, architecture.n_stages) if knobs["scff_levels"] == "auto" else knobs["scff_levels"]
+        if not isinstance(levels, (range, list, tuple)) or not all(isinstance(v, int) for v in levels):
+            raise ValueError(f"cmsad.scff_levels must be 'auto' or a list of stage indices, e.g. [1, 2, 3]; got "
+                             f"{knobs['scff_levels']!r}")
         unknown = sorted(set(levels) - set(range(architecture.n_stages)))
         if unknown:
             raise ValueError(f"cmsad.scff_levels {unknown} out of range: the plans have {architecture.n_stages} "

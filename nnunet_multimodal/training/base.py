@@ -16,6 +16,7 @@ from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import autocast, nn
 from torch import distributed as dist
@@ -74,7 +75,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         # checked before nnU-Net's constructor creates the output folder and log file
         modality_names = self.modality_names_from_dataset_json(dataset_json)
         self.check_modality_count(len(modality_names), modality_names)
-        self.architecture_knobs(PlansManager(plans).get_configuration(configuration))
+        self.check_architecture(PlansManager(plans), configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.modality_names = modality_names
         self.num_modalities = len(modality_names)
@@ -121,6 +122,16 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         }
 
     # ---------------------------------------------------------------- network
+    @classmethod
+    def check_architecture(cls, plans_manager: PlansManager, configuration: str, dataset_json: dict) -> None:
+        """Build this trainer's modules on the meta device (no memory, no weights): knob values they cannot be
+        built with fail here, before training creates any folder, and already at ``nnunet-mm plans --set``."""
+        configuration_manager = plans_manager.get_configuration(configuration)
+        num_input_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+        num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+        with torch.device("meta"):
+            cls.build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_outputs)
+
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,

@@ -36,7 +36,7 @@ from nnunet_multimodal.losses.image_alignment import (
     least_squares_gan_loss,
 )
 from nnunet_multimodal.losses.mutual_learning import MutualDistillation
-from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet
+from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet, check_knobs
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
 from nnunet_multimodal.training.loss_terms import LossTerm
@@ -98,6 +98,12 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
         self.dataloader_assistant = None
         self.iam_schedulers: list[PolyLRScheduler] = []
         self._alignment_example = None
+
+    @classmethod
+    def architecture_knobs(cls, configuration_manager) -> dict:
+        knobs = super().architecture_knobs(configuration_manager)
+        check_knobs(knobs)
+        return knobs
 
     def effective_knobs(self) -> dict:
         return {**super().effective_knobs(), "assistant": {"dataset": self.assistant.dataset,
