@@ -114,3 +114,22 @@ def test_scff_invalid_options():
         SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, None, None, None, None, 3, 8, 8, "bogus")
     with pytest.raises(ValueError, match="two modalities"):
         SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, None, None, None, None, 1, 8, 8, "none")
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_split_branch_convolutions_compute_the_grouped_network(dim):
+    knobs = {"attention_max_tokens": 4 ** dim}  # attention at the lowest level, gating above
+    grouped, split = make(dim, **knobs).train(), make(dim, branch_convolutions="split", **knobs).train()
+    split.load_state_dict(grouped.state_dict())  # strict: the same parameters under the same names
+    assert "attention" in grouped.level_modes and "gating" in grouped.level_modes
+    x = torch.randn(2, 3, *(16,) * dim)
+    outputs = [net(x, available=torch.tensor([[True, False, True], [True, True, True]])) for net in (grouped, split)]
+    for a, b in zip(outputs[0]["logits"], outputs[1]["logits"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for out in outputs:
+        sum(o.square().sum() for o in out["logits"]).backward()
+    # against the largest gradient: those of biases followed by instance norm are zero up to rounding
+    gradients = [torch.cat([p.grad.flatten() for p in net.parameters()]) for net in (grouped, split)]
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())
+    with pytest.raises(ValueError, match="cmsad.branch_convolutions must be one of"):
+        make(branch_convolutions="dense")

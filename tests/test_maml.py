@@ -33,6 +33,25 @@ def test_fused_and_branch_outputs(dim, modalities):
         assert net(x).shape == (2, 3, *(16,) * dim)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_split_branch_convolutions_compute_the_grouped_network(dim):
+    grouped, split = make(dim).train(), make(dim, branch_convolutions="split").train()
+    split.load_state_dict(grouped.state_dict())  # strict: the same parameters under the same names
+    x = torch.randn(2, 3, *(16,) * dim)
+    outputs = [net(x, available=torch.tensor([[True, False, True], [True, True, True]])) for net in (grouped, split)]
+    torch.testing.assert_close(outputs[0]["logits"], outputs[1]["logits"], atol=1e-5, rtol=1e-4)
+    for branch_a, branch_b in zip(outputs[0]["branch_logits"], outputs[1]["branch_logits"]):
+        for a, b in zip(branch_a, branch_b):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for out in outputs:
+        (out["logits"].square().sum() + sum(t.square().sum() for b in out["branch_logits"] for t in b)).backward()
+    # against the largest gradient: those of biases followed by instance norm are zero up to rounding
+    gradients = [torch.cat([p.grad.flatten() for p in net.parameters()]) for net in (grouped, split)]
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())
+    with pytest.raises(ValueError, match="maml.branch_convolutions must be one of"):
+        make(branch_convolutions="dense")
+
+
 def test_branch_width_is_half_the_plans_but_not_below_the_minimum():
     def first_stage_channels(net):
         return next(net.encoder.parameters()).shape[0] // 3

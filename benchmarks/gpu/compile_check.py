@@ -2,8 +2,13 @@
 3D phantom's default plans: compile time (first step), eager vs compiled step time, finite outputs. The loss is
 the mean of every output (not the trainers' losses): this checks the networks, not the training objective.
 
-    python benchmarks/gpu/compile_check.py cuda PLANS_JSON [small]
-PLANS_JSON: nnUNetPlans.json of Dataset501 from run_speed.sh (3d_fullres); small: a tiny patch for a CPU try."""
+CMSAD and MAML are measured twice: their branches as grouped convolutions (the default) and split into one dense
+convolution per branch (`branch_convolutions: "split"`, the same weights).
+
+    python benchmarks/gpu/compile_check.py cuda PLANS_JSON [small] [eager]
+PLANS_JSON: nnUNetPlans.json of Dataset501 from run_speed.sh (3d_fullres); small: a tiny patch for a CPU try;
+eager: no torch.compile (the grouped/split comparison alone, in about a minute on a GPU)."""
+import copy
 import json
 import sys
 import time
@@ -16,9 +21,10 @@ from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
 from nnunet_multimodal.training.maml import nnUNetTrainerMAML
 
 device = torch.device(sys.argv[1])
-small = len(sys.argv) > 3
-plans = PlansManager(json.load(open(sys.argv[2])))
-cm = plans.get_configuration("3d_fullres")
+small = "small" in sys.argv[3:]
+eager_only = "eager" in sys.argv[3:]
+source_plans = json.load(open(sys.argv[2]))
+cm = PlansManager(source_plans).get_configuration("3d_fullres")
 patch = [32, 64, 64] if small else cm.patch_size
 steps = 2 if small else 15
 
@@ -49,10 +55,20 @@ def sync():
         torch.cuda.synchronize()
 
 
-for trainer in (nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerMultiModalBase):
-    for compiled in (False, True):
+def plans_with(knobs: dict) -> PlansManager:
+    plans = copy.deepcopy(source_plans)
+    plans["configurations"]["3d_fullres"]["multimodal"] = knobs
+    return PlansManager(plans)
+
+
+SPLIT = {"branch_convolutions": "split"}
+for trainer, knobs in ((nnUNetTrainerCMSAD, {}), (nnUNetTrainerCMSAD, {"cmsad": SPLIT}),
+                       (nnUNetTrainerMAML, {}), (nnUNetTrainerMAML, {"maml": SPLIT}),
+                       (nnUNetTrainerMultiModalBase, {})):
+    plans = plans_with(knobs)
+    for compiled in (False,) if eager_only else (False, True):
         torch.manual_seed(0)
-        net = trainer.build_network_architecture(plans, cm, 4, 4, True).to(device)
+        net = trainer.build_network_architecture(plans, plans.get_configuration("3d_fullres"), 4, 4, True).to(device)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.99, nesterov=True)
         model = torch.compile(net) if compiled else net
         x = torch.randn(cm.batch_size, 4, *patch, device=device)
@@ -70,6 +86,6 @@ for trainer in (nnUNetTrainerCMSAD, nnUNetTrainerMAML, nnUNetTrainerMultiModalBa
             step(model, opt, x)
         sync()
         per_step = (time.perf_counter() - t) / steps
-        print(json.dumps({"trainer": trainer.__name__, "compiled": compiled, "first_step_s": round(first, 2),
-                          "step_s": round(per_step, 4), "finite": finite, "patch": list(patch),
-                          "batch": cm.batch_size}), flush=True)
+        print(json.dumps({"trainer": trainer.__name__, "knobs": knobs, "compiled": compiled,
+                          "first_step_s": round(first, 2), "step_s": round(per_step, 4), "finite": finite,
+                          "patch": list(patch), "batch": cm.batch_size}), flush=True)

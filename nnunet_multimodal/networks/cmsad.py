@@ -19,7 +19,7 @@ from nnunet_multimodal.networks.branches import (
     build_branch_encoder,
     split_branches,
 )
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, check_branch_convolutions
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
 DEFAULT_KNOBS = {
@@ -27,6 +27,7 @@ DEFAULT_KNOBS = {
     "scff_levels": "auto",         # skip levels (0 = highest resolution) with a correlation step; "auto" = all but 0
     "attention_max_tokens": 64,    # levels with at most this many positions per patch use attention, others gating
     "attention_dim": 32,           # query/key/value channels per modality in the attention form
+    "branch_convolutions": "grouped",  # how the branches run: one "grouped" convolution per layer, or "split"
 }
 
 
@@ -41,7 +42,8 @@ class CMSADNet(nn.Module):
         self.branch_channels = branch_features_per_stage(architecture.features_per_stage, num_modalities,
                                                          knobs["branch_width"])
         m = num_modalities
-        self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels)
+        split = check_branch_convolutions(knobs["branch_convolutions"], "cmsad")
+        self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels, split)
         levels = range(1, architecture.n_stages) if knobs["scff_levels"] == "auto" else knobs["scff_levels"]
         if not isinstance(levels, (range, list, tuple)) or not all(isinstance(v, int) for v in levels):
             raise ValueError(f"cmsad.scff_levels must be 'auto' or a list of stage indices, e.g. [1, 2, 3]; got "
@@ -60,7 +62,7 @@ class CMSADNet(nn.Module):
         self.fusion = nn.ModuleList(
             SpatialCorrelatedFeatureFusion(architecture.conv_op, architecture.norm_op, architecture.norm_op_kwargs,
                                            architecture.nonlin, architecture.nonlin_kwargs, m, c, f, mode,
-                                           knobs["attention_dim"])
+                                           knobs["attention_dim"], split)
             for c, f, mode in zip(self.branch_channels, architecture.features_per_stage, self.level_modes))
         self.decoder = architecture.build_decoder(num_classes, deep_supervision)
         self.apply(architecture.initializer())

@@ -24,7 +24,12 @@ from nnunet_multimodal.networks.branches import (
     build_branch_encoder,
     split_branches,
 )
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, grouped_conv
+from nnunet_multimodal.networks.plans_architecture import (
+    PlansArchitecture,
+    check_branch_convolutions,
+    grouped_conv,
+    grouped_transposed_conv,
+)
 from nnunet_multimodal.networks.scff import availability_weights
 
 DEFAULT_KNOBS = {
@@ -35,23 +40,24 @@ DEFAULT_KNOBS = {
     # with one modality available at inference: its own "branch" head (as the authors did; better on average on
     # each single-modality subset of the demo phantom, docs/methods/maml.md#measured) or the "fused" head
     "single_modality_head": "branch",
+    "branch_convolutions": "grouped",  # how the M U-Nets run: one "grouped" convolution per layer, or "split"
 }
 HEADS = ("fused", "branch")
 
 
 def build_grouped_decoder(architecture: PlansArchitecture, branch_features: tuple[int, ...], num_modalities: int,
-                          num_classes: int, deep_supervision: bool) -> nn.Module:
+                          num_classes: int, deep_supervision: bool, split: bool = False) -> nn.Module:
     """M nnU-Net decoders as one: nnU-Net's decoder class over branch-major channels with grouped convolutions
     (stages and segmentation layers) and grouped transposed convolutions, so each modality keeps its own
     decoder (block-diagonal weights) at one operation per layer."""
     m = num_modalities
-    grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m),
+    grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m, split),
                                   features_per_stage=tuple(m * c for c in branch_features))
     decoder = grouped.build_decoder(m * num_classes, deep_supervision)
-    transpose = get_matching_convtransp(conv_op=architecture.conv_op)
+    transpose = grouped_transposed_conv(get_matching_convtransp(conv_op=architecture.conv_op), m, split)
     decoder.transpconvs = nn.ModuleList(
         transpose(m * branch_features[-s], m * branch_features[-(s + 1)], architecture.strides[-s],
-                  architecture.strides[-s], groups=m, bias=architecture.conv_bias)
+                  architecture.strides[-s], bias=architecture.conv_bias)
         for s in range(1, len(branch_features)))
     return decoder
 
@@ -77,9 +83,9 @@ class ModalityAwareModules(nn.Module):
     """A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([F_m; F_f]))))) for every modality m, as grouped convolutions."""
 
     def __init__(self, conv_op: type, norm_op: type | None, norm_op_kwargs: dict | None, nonlin: type | None,
-                 nonlin_kwargs: dict | None, num_modalities: int, channels: int):
+                 nonlin_kwargs: dict | None, num_modalities: int, channels: int, split: bool = False):
         super().__init__()
-        grouped = grouped_conv(conv_op, num_modalities)
+        grouped = grouped_conv(conv_op, num_modalities, split)
         self.conv1 = grouped(num_modalities * 2 * channels, num_modalities * channels, 3, padding=1)
         self.norm = norm_op(num_modalities * channels, **(norm_op_kwargs or {})) if norm_op is not None \
             else nn.Identity()
@@ -107,13 +113,16 @@ class MAMLNet(nn.Module):
         self.deep_supervision = deep_supervision
         features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"],
                                              knobs["min_branch_features"])
-        self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features)
-        self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision)
+        split = check_branch_convolutions(knobs["branch_convolutions"], "maml")
+        self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features, split)
+        self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision,
+                                             split)
         c = features[0]
         conv = architecture.conv_op
         self.fusion = conv(num_modalities * c, c, 3, padding=1)
         self.modality_aware = ModalityAwareModules(conv, architecture.norm_op, architecture.norm_op_kwargs,
-                                                   architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c)
+                                                   architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c,
+                                                   split)
         self.head = conv(c, num_classes, 1)
         self.apply(architecture.initializer())
 

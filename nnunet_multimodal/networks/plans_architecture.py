@@ -7,6 +7,8 @@ import pydoc
 from dataclasses import dataclass
 from functools import cache
 
+import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
@@ -124,10 +126,24 @@ class PlansArchitecture:
         return residual_init
 
 
+BRANCH_CONVOLUTIONS = ("grouped", "split")
+
+
+def check_branch_convolutions(value, section: str) -> bool:
+    """The ``branch_convolutions`` knob as the ``split`` flag of ``grouped_conv``."""
+    if value not in BRANCH_CONVOLUTIONS:
+        raise ValueError(f"{section}.branch_convolutions must be one of {BRANCH_CONVOLUTIONS}, got {value!r}")
+    return value == "split"
+
+
 @cache
-def grouped_conv(conv_op: type, groups: int) -> type:
-    """``conv_op`` with ``groups`` fixed: one grouped convolution runs ``groups`` independent branches with a
-    single kernel launch (block-diagonal weights), which keeps multi-branch encoders as fast as one encoder."""
+def grouped_conv(conv_op: type, groups: int, split: bool = False) -> type:
+    """``conv_op`` with ``groups`` fixed: ``groups`` independent branches with block-diagonal weights. By default
+    one grouped convolution runs them all (one kernel launch, which keeps multi-branch encoders fast on the CPU);
+    with ``split`` each branch runs as its own dense convolution over its slice of the same weights, for backends
+    whose grouped kernels are slow (reported for cuDNN: PyTorch issues #70954, #73764). Parameters and state dict
+    are identical either way, so a model trained one way predicts the other way."""
+    convolve = _DENSE_CONVOLUTIONS[_dimension(conv_op)]
 
     class GroupedConv(conv_op):
         def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
@@ -135,5 +151,46 @@ def grouped_conv(conv_op: type, groups: int) -> type:
             super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=groups,
                              bias=bias, **kwargs)
 
-    GroupedConv.__name__ = GroupedConv.__qualname__ = f"{conv_op.__name__}Groups{groups}"
+        if split:
+            def _conv_forward(self, input, weight, bias):
+                biases = bias.chunk(groups) if bias is not None else (None,) * groups
+                return torch.cat([convolve(x, w, b, self.stride, self.padding, self.dilation)
+                                  for x, w, b in zip(input.chunk(groups, 1), weight.chunk(groups, 0), biases)], 1)
+
+    GroupedConv.__name__ = GroupedConv.__qualname__ = f"{conv_op.__name__}{'Split' if split else 'Groups'}{groups}"
     return GroupedConv
+
+
+@cache
+def grouped_transposed_conv(transposed_op: type, groups: int, split: bool = False) -> type:
+    """``grouped_conv`` for transposed convolutions (decoder upsampling of multi-branch networks)."""
+    convolve = _DENSE_TRANSPOSED_CONVOLUTIONS[_dimension(transposed_op)]
+
+    class GroupedTransposedConv(transposed_op):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True):
+            super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+
+        if split:
+            def forward(self, input, output_size=None):
+                if output_size is not None:
+                    raise ValueError("split grouped transposed convolutions take no output_size")
+                biases = self.bias.chunk(groups) if self.bias is not None else (None,) * groups
+                return torch.cat([convolve(x, w, b, self.stride, self.padding, self.output_padding, 1, self.dilation)
+                                  for x, w, b in zip(input.chunk(groups, 1), self.weight.chunk(groups, 0), biases)],
+                                 1)
+
+    GroupedTransposedConv.__name__ = GroupedTransposedConv.__qualname__ = \
+        f"{transposed_op.__name__}{'Split' if split else 'Groups'}{groups}"
+    return GroupedTransposedConv
+
+
+def _dimension(op: type) -> int:
+    for dim, (conv, transposed) in enumerate(((nn.Conv1d, nn.ConvTranspose1d), (nn.Conv2d, nn.ConvTranspose2d),
+                                              (nn.Conv3d, nn.ConvTranspose3d)), start=1):
+        if issubclass(op, (conv, transposed)):
+            return dim
+    raise ValueError(f"{op} is not a 1D, 2D or 3D (transposed) convolution")
+
+
+_DENSE_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_DENSE_TRANSPOSED_CONVOLUTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

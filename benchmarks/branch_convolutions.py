@@ -1,0 +1,78 @@
+"""Grouped against split branch convolutions (the `branch_convolutions` knob of CMSAD and MAML): forward + backward
+of the networks alone, built from one plans file, against the plans' plain U-Net, alternating passes in one process,
+medians. Not the trainers' steps (no loss, no data loading): the difference between the two ways of running the
+same weights.
+
+    python benchmarks/branch_convolutions.py PLANS_JSON CONFIGURATION NUM_MODALITIES [PASSES] [DEVICE]
+"""
+import copy
+import json
+import sys
+import time
+
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
+from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+
+plans_file, configuration, num_modalities = sys.argv[1], sys.argv[2], int(sys.argv[3])
+passes = int(sys.argv[4]) if len(sys.argv) > 4 else 15
+device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
+source = json.load(open(plans_file))
+SPLIT = {"branch_convolutions": "split"}
+VARIANTS = (("plain U-Net", nnUNetTrainerMultiModalBase, {}), ("CMSAD grouped", nnUNetTrainerCMSAD, {}),
+            ("CMSAD split", nnUNetTrainerCMSAD, {"cmsad": SPLIT}), ("MAML grouped", nnUNetTrainerMAML, {}),
+            ("MAML split", nnUNetTrainerMAML, {"maml": SPLIT}))
+
+
+def build(trainer, knobs):
+    plans = copy.deepcopy(source)
+    plans["configurations"][configuration]["multimodal"] = knobs
+    manager = PlansManager(plans)
+    torch.manual_seed(0)
+    return trainer.build_network_architecture(manager, manager.get_configuration(configuration), num_modalities, 4,
+                                              True).to(device).train()
+
+
+def tensors(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, dict):
+        for value in out.values():
+            yield from tensors(value)
+    elif isinstance(out, (list, tuple)):
+        for value in out:
+            yield from tensors(value)
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_pass(net, x) -> float:
+    sync()
+    start = time.perf_counter()
+    sum(t.float().mean() for t in tensors(net(x)) if t.is_floating_point()).backward()
+    sync()
+    net.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+configuration_manager = PlansManager(source).get_configuration(configuration)
+x = torch.randn(configuration_manager.batch_size, num_modalities, *configuration_manager.patch_size, device=device)
+networks = {name: build(trainer, knobs) for name, trainer, knobs in VARIANTS}
+times = {name: [] for name in networks}
+for _ in range(2):
+    for net in networks.values():
+        timed_pass(net, x)
+for _ in range(passes):
+    for name, net in networks.items():
+        times[name].append(timed_pass(net, x))
+medians = {name: sorted(t)[len(t) // 2] * 1000 for name, t in times.items()}
+print(f"{plans_file} {configuration}: patch {configuration_manager.patch_size}, batch "
+      f"{configuration_manager.batch_size}, {num_modalities} modalities, {device}, {torch.get_num_threads()} threads")
+for name, ms in medians.items():
+    print(f"  {name:14s} {ms:8.1f} ms  {ms / medians['plain U-Net']:.2f}x")
