@@ -21,9 +21,11 @@ plans_file, configuration, num_modalities = sys.argv[1], sys.argv[2], int(sys.ar
 passes = int(sys.argv[4]) if len(sys.argv) > 4 else 15
 device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
 source = json.load(open(plans_file))
-SPLIT = {"branch_convolutions": "split"}
-VARIANTS = (("plain U-Net", nnUNetTrainerMultiModalBase, {}), ("CMSAD grouped", nnUNetTrainerCMSAD, {}),
-            ("CMSAD split", nnUNetTrainerCMSAD, {"cmsad": SPLIT}), ("MAML grouped", nnUNetTrainerMAML, {}),
+GROUPED, SPLIT = {"branch_convolutions": "grouped"}, {"branch_convolutions": "split"}
+VARIANTS = (("plain U-Net", nnUNetTrainerMultiModalBase, {}),
+            ("CMSAD grouped", nnUNetTrainerCMSAD, {"cmsad": GROUPED}),
+            ("CMSAD split", nnUNetTrainerCMSAD, {"cmsad": SPLIT}),
+            ("MAML grouped", nnUNetTrainerMAML, {"maml": GROUPED}),
             ("MAML split", nnUNetTrainerMAML, {"maml": SPLIT}))
 
 

@@ -119,7 +119,8 @@ def test_scff_invalid_options():
 @pytest.mark.parametrize("dim", [2, 3])
 def test_split_branch_convolutions_compute_the_grouped_network(dim):
     knobs = {"attention_max_tokens": 4 ** dim}  # attention at the lowest level, gating above
-    grouped, split = make(dim, **knobs).train(), make(dim, branch_convolutions="split", **knobs).train()
+    grouped = make(dim, branch_convolutions="grouped", **knobs).train()
+    split = make(dim, branch_convolutions="split", **knobs).train()
     split.load_state_dict(grouped.state_dict())  # strict: the same parameters under the same names
     assert "attention" in grouped.level_modes and "gating" in grouped.level_modes
     x = torch.randn(2, 3, *(16,) * dim)
@@ -133,3 +134,9 @@ def test_split_branch_convolutions_compute_the_grouped_network(dim):
     torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())
     with pytest.raises(ValueError, match="cmsad.branch_convolutions must be one of"):
         make(branch_convolutions="dense")
+
+
+@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "Split")])
+def test_branch_convolutions_auto_splits_3d_networks_only(dim, kind):
+    first = next(m for m in make(dim).encoder.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    assert type(first).__name__ == f"Conv{dim}d{kind}3"

@@ -35,7 +35,7 @@ def test_fused_and_branch_outputs(dim, modalities):
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_split_branch_convolutions_compute_the_grouped_network(dim):
-    grouped, split = make(dim).train(), make(dim, branch_convolutions="split").train()
+    grouped, split = make(dim, branch_convolutions="grouped").train(), make(dim, branch_convolutions="split").train()
     split.load_state_dict(grouped.state_dict())  # strict: the same parameters under the same names
     x = torch.randn(2, 3, *(16,) * dim)
     outputs = [net(x, available=torch.tensor([[True, False, True], [True, True, True]])) for net in (grouped, split)]
@@ -50,6 +50,13 @@ def test_split_branch_convolutions_compute_the_grouped_network(dim):
     torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())
     with pytest.raises(ValueError, match="maml.branch_convolutions must be one of"):
         make(branch_convolutions="dense")
+
+
+@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "Split")])
+def test_branch_convolutions_auto_splits_3d_networks_only(dim, kind):
+    net = make(dim)
+    assert {type(m).__name__ for m in net.modules() if type(m).__name__.startswith(("Conv", "ConvTranspose"))
+            and type(m).__name__[-1] == "3"} == {f"Conv{dim}d{kind}3", f"ConvTranspose{dim}d{kind}3"}
 
 
 def test_branch_width_is_half_the_plans_but_not_below_the_minimum():

@@ -2,8 +2,8 @@
 3D phantom's default plans: compile time (first step), eager vs compiled step time, finite outputs. The loss is
 the mean of every output (not the trainers' losses): this checks the networks, not the training objective.
 
-CMSAD and MAML are measured twice: their branches as grouped convolutions (the default) and split into one dense
-convolution per branch (`branch_convolutions: "split"`, the same weights).
+CMSAD and MAML are measured twice: their branches as grouped convolutions and split into one dense convolution per
+branch (`branch_convolutions` "grouped" and "split", the same weights; the default "auto" splits 3D networks).
 
     python benchmarks/gpu/compile_check.py cuda PLANS_JSON [small] [eager]
 PLANS_JSON: nnUNetPlans.json of Dataset501 from run_speed.sh (3d_fullres); small: a tiny patch for a CPU try;
@@ -61,9 +61,9 @@ def plans_with(knobs: dict) -> PlansManager:
     return PlansManager(plans)
 
 
-SPLIT = {"branch_convolutions": "split"}
-for trainer, knobs in ((nnUNetTrainerCMSAD, {}), (nnUNetTrainerCMSAD, {"cmsad": SPLIT}),
-                       (nnUNetTrainerMAML, {}), (nnUNetTrainerMAML, {"maml": SPLIT}),
+GROUPED, SPLIT = {"branch_convolutions": "grouped"}, {"branch_convolutions": "split"}
+for trainer, knobs in ((nnUNetTrainerCMSAD, {"cmsad": GROUPED}), (nnUNetTrainerCMSAD, {"cmsad": SPLIT}),
+                       (nnUNetTrainerMAML, {"maml": GROUPED}), (nnUNetTrainerMAML, {"maml": SPLIT}),
                        (nnUNetTrainerMultiModalBase, {})):
     plans = plans_with(knobs)
     for compiled in (False,) if eager_only else (False, True):

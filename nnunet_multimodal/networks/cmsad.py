@@ -27,7 +27,9 @@ DEFAULT_KNOBS = {
     "scff_levels": "auto",         # skip levels (0 = highest resolution) with a correlation step; "auto" = all but 0
     "attention_max_tokens": 64,    # levels with at most this many positions per patch use attention, others gating
     "attention_dim": 32,           # query/key/value channels per modality in the attention form
-    "branch_convolutions": "grouped",  # how the branches run: one "grouped" convolution per layer, or "split"
+    # how the branches run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
+    # "auto": split in 3D, grouped in 2D (the faster on the CPU; see docs/methods/maml.md#measured)
+    "branch_convolutions": "auto",
 }
 
 
@@ -42,7 +44,7 @@ class CMSADNet(nn.Module):
         self.branch_channels = branch_features_per_stage(architecture.features_per_stage, num_modalities,
                                                          knobs["branch_width"])
         m = num_modalities
-        split = check_branch_convolutions(knobs["branch_convolutions"], "cmsad")
+        split = check_branch_convolutions(knobs["branch_convolutions"], "cmsad", architecture.dim)
         self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels, split)
         levels = range(1, architecture.n_stages) if knobs["scff_levels"] == "auto" else knobs["scff_levels"]
         if not isinstance(levels, (range, list, tuple)) or not all(isinstance(v, int) for v in levels):

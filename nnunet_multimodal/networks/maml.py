@@ -40,7 +40,9 @@ DEFAULT_KNOBS = {
     # with one modality available at inference: its own "branch" head (as the authors did; better on average on
     # each single-modality subset of the demo phantom, docs/methods/maml.md#measured) or the "fused" head
     "single_modality_head": "branch",
-    "branch_convolutions": "grouped",  # how the M U-Nets run: one "grouped" convolution per layer, or "split"
+    # how the M U-Nets run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
+    # "auto": split in 3D, grouped in 2D (the faster on the CPU; see docs/methods/maml.md#measured)
+    "branch_convolutions": "auto",
 }
 HEADS = ("fused", "branch")
 
@@ -113,7 +115,7 @@ class MAMLNet(nn.Module):
         self.deep_supervision = deep_supervision
         features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"],
                                              knobs["min_branch_features"])
-        split = check_branch_convolutions(knobs["branch_convolutions"], "maml")
+        split = check_branch_convolutions(knobs["branch_convolutions"], "maml", architecture.dim)
         self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features, split)
         self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision,
                                              split)
