@@ -4,6 +4,7 @@ from arch_helpers import architecture
 
 from nnunet_multimodal.networks.branches import branch_features_per_stage
 from nnunet_multimodal.networks.cmsad import CMSADNet
+from nnunet_multimodal.networks.plans_architecture import grouped_conv, grouped_transposed_conv
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
 
@@ -136,7 +137,19 @@ def test_split_branch_convolutions_compute_the_grouped_network(dim):
         make(branch_convolutions="dense")
 
 
-@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "Split")])
-def test_branch_convolutions_auto_splits_3d_networks_only(dim, kind):
+@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "SplitInTraining")])
+def test_branch_convolutions_auto_splits_3d_networks_in_training_only(dim, kind):
     first = next(m for m in make(dim).encoder.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
     assert type(first).__name__ == f"Conv{dim}d{kind}3"
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_split_in_training_runs_split_only_in_training_mode(transposed):
+    factory = grouped_transposed_conv if transposed else grouped_conv
+    op = torch.nn.ConvTranspose3d if transposed else torch.nn.Conv3d
+    conv = factory(op, 2, "split_in_training")(4, 4, 2, 2)
+    x = torch.randn(1, 4, 4, 4, 4)
+    assert type(conv.train()(x).grad_fn).__name__ == "CatBackward0"  # one convolution per branch, concatenated
+    assert type(conv.eval()(x).grad_fn).__name__ == "ConvolutionBackward0"
+    with pytest.raises(ValueError, match="execution must be one of"):
+        factory(op, 2, "sometimes")

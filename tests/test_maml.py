@@ -52,8 +52,8 @@ def test_split_branch_convolutions_compute_the_grouped_network(dim):
         make(branch_convolutions="dense")
 
 
-@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "Split")])
-def test_branch_convolutions_auto_splits_3d_networks_only(dim, kind):
+@pytest.mark.parametrize(("dim", "kind"), [(2, "Groups"), (3, "SplitInTraining")])
+def test_branch_convolutions_auto_splits_3d_networks_in_training_only(dim, kind):
     net = make(dim)
     assert {type(m).__name__ for m in net.modules() if type(m).__name__.startswith(("Conv", "ConvTranspose"))
             and type(m).__name__[-1] == "3"} == {f"Conv{dim}d{kind}3", f"ConvTranspose{dim}d{kind}3"}

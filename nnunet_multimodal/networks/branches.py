@@ -29,13 +29,13 @@ def branch_features_per_stage(features: tuple[int, ...], num_modalities: int, wi
 
 
 def build_branch_encoder(architecture: PlansArchitecture, num_modalities: int, num_extra_channels: int,
-                         branch_features: tuple[int, ...], split: bool = False) -> nn.Module:
+                         branch_features: tuple[int, ...], convolutions: str = "grouped") -> nn.Module:
     """M encoders of the plans' architecture as one grouped encoder (block-diagonal convolutions): exactly M
-    independent branches, one operation per layer (``split``: one convolution per branch, see ``grouped_conv``).
+    independent branches, one operation per layer (or one convolution per branch: ``grouped_conv``'s ``execution``).
     Input: ``branch_inputs``; skips are branch-major."""
     return architecture.build_encoder(num_modalities * (1 + num_extra_channels),
                                       tuple(num_modalities * c for c in branch_features),
-                                      conv_op=grouped_conv(architecture.conv_op, num_modalities, split))
+                                      conv_op=grouped_conv(architecture.conv_op, num_modalities, convolutions))
 
 
 def branch_inputs(x: torch.Tensor, num_modalities: int, num_extra_channels: int) -> torch.Tensor:

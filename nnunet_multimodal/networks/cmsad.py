@@ -28,7 +28,7 @@ DEFAULT_KNOBS = {
     "attention_max_tokens": 64,    # levels with at most this many positions per patch use attention, others gating
     "attention_dim": 32,           # query/key/value channels per modality in the attention form
     # how the branches run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
-    # "auto": split in 3D, grouped in 2D (the faster on the CPU; see docs/methods/maml.md#measured)
+    # "auto": split while training 3D networks, grouped otherwise (the faster on the CPU; docs/methods/maml.md)
     "branch_convolutions": "auto",
 }
 
@@ -44,8 +44,8 @@ class CMSADNet(nn.Module):
         self.branch_channels = branch_features_per_stage(architecture.features_per_stage, num_modalities,
                                                          knobs["branch_width"])
         m = num_modalities
-        split = check_branch_convolutions(knobs["branch_convolutions"], "cmsad", architecture.dim)
-        self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels, split)
+        convolutions = check_branch_convolutions(knobs["branch_convolutions"], "cmsad", architecture.dim)
+        self.encoder = build_branch_encoder(architecture, m, num_extra_channels, self.branch_channels, convolutions)
         levels = range(1, architecture.n_stages) if knobs["scff_levels"] == "auto" else knobs["scff_levels"]
         if not isinstance(levels, (range, list, tuple)) or not all(isinstance(v, int) for v in levels):
             raise ValueError(f"cmsad.scff_levels must be 'auto' or a list of stage indices, e.g. [1, 2, 3]; got "
@@ -64,7 +64,7 @@ class CMSADNet(nn.Module):
         self.fusion = nn.ModuleList(
             SpatialCorrelatedFeatureFusion(architecture.conv_op, architecture.norm_op, architecture.norm_op_kwargs,
                                            architecture.nonlin, architecture.nonlin_kwargs, m, c, f, mode,
-                                           knobs["attention_dim"], split)
+                                           knobs["attention_dim"], convolutions)
             for c, f, mode in zip(self.branch_channels, architecture.features_per_stage, self.level_modes))
         self.decoder = architecture.build_decoder(num_classes, deep_supervision)
         self.apply(architecture.initializer())

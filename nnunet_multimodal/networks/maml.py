@@ -41,22 +41,22 @@ DEFAULT_KNOBS = {
     # each single-modality subset of the demo phantom, docs/methods/maml.md#measured) or the "fused" head
     "single_modality_head": "branch",
     # how the M U-Nets run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
-    # "auto": split in 3D, grouped in 2D (the faster on the CPU; see docs/methods/maml.md#measured)
+    # "auto": split while training 3D networks, grouped otherwise (the faster on the CPU; docs/methods/maml.md)
     "branch_convolutions": "auto",
 }
 HEADS = ("fused", "branch")
 
 
 def build_grouped_decoder(architecture: PlansArchitecture, branch_features: tuple[int, ...], num_modalities: int,
-                          num_classes: int, deep_supervision: bool, split: bool = False) -> nn.Module:
+                          num_classes: int, deep_supervision: bool, convolutions: str = "grouped") -> nn.Module:
     """M nnU-Net decoders as one: nnU-Net's decoder class over branch-major channels with grouped convolutions
     (stages and segmentation layers) and grouped transposed convolutions, so each modality keeps its own
     decoder (block-diagonal weights) at one operation per layer."""
     m = num_modalities
-    grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m, split),
+    grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m, convolutions),
                                   features_per_stage=tuple(m * c for c in branch_features))
     decoder = grouped.build_decoder(m * num_classes, deep_supervision)
-    transpose = grouped_transposed_conv(get_matching_convtransp(conv_op=architecture.conv_op), m, split)
+    transpose = grouped_transposed_conv(get_matching_convtransp(conv_op=architecture.conv_op), m, convolutions)
     decoder.transpconvs = nn.ModuleList(
         transpose(m * branch_features[-s], m * branch_features[-(s + 1)], architecture.strides[-s],
                   architecture.strides[-s], bias=architecture.conv_bias)
@@ -85,9 +85,9 @@ class ModalityAwareModules(nn.Module):
     """A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([F_m; F_f]))))) for every modality m, as grouped convolutions."""
 
     def __init__(self, conv_op: type, norm_op: type | None, norm_op_kwargs: dict | None, nonlin: type | None,
-                 nonlin_kwargs: dict | None, num_modalities: int, channels: int, split: bool = False):
+                 nonlin_kwargs: dict | None, num_modalities: int, channels: int, convolutions: str = "grouped"):
         super().__init__()
-        grouped = grouped_conv(conv_op, num_modalities, split)
+        grouped = grouped_conv(conv_op, num_modalities, convolutions)
         self.conv1 = grouped(num_modalities * 2 * channels, num_modalities * channels, 3, padding=1)
         self.norm = norm_op(num_modalities * channels, **(norm_op_kwargs or {})) if norm_op is not None \
             else nn.Identity()
@@ -115,16 +115,16 @@ class MAMLNet(nn.Module):
         self.deep_supervision = deep_supervision
         features = branch_features_per_stage(architecture.features_per_stage, num_modalities, knobs["branch_width"],
                                              knobs["min_branch_features"])
-        split = check_branch_convolutions(knobs["branch_convolutions"], "maml", architecture.dim)
-        self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features, split)
+        convolutions = check_branch_convolutions(knobs["branch_convolutions"], "maml", architecture.dim)
+        self.encoder = build_branch_encoder(architecture, num_modalities, num_extra_channels, features, convolutions)
         self.decoder = build_grouped_decoder(architecture, features, num_modalities, num_classes, deep_supervision,
-                                             split)
+                                             convolutions)
         c = features[0]
         conv = architecture.conv_op
         self.fusion = conv(num_modalities * c, c, 3, padding=1)
         self.modality_aware = ModalityAwareModules(conv, architecture.norm_op, architecture.norm_op_kwargs,
                                                    architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c,
-                                                   split)
+                                                   convolutions)
         self.head = conv(c, num_classes, 1)
         self.apply(architecture.initializer())
 

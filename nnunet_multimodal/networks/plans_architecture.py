@@ -127,24 +127,35 @@ class PlansArchitecture:
 
 
 BRANCH_CONVOLUTIONS = ("auto", "grouped", "split")
+# how a grouped_conv runs: "grouped", "split", or split only in training mode
+EXECUTIONS = ("grouped", "split", "split_in_training")
 
 
-def check_branch_convolutions(value, section: str, dim: int) -> bool:
-    """The ``branch_convolutions`` knob as the ``split`` flag of ``grouped_conv``. "auto" splits 3D networks and
-    groups 2D ones: on the CPU, grouped 2D convolutions ran faster than split ones at every plans size we measured,
-    grouped 3D convolutions slower at nnU-Net's default widths (docs/methods/maml.md#measured)."""
+def check_branch_convolutions(value, section: str, dim: int) -> str:
+    """The ``branch_convolutions`` knob as a ``grouped_conv`` execution. "auto" splits 3D networks while they train
+    and groups otherwise: on the CPU, split 3D convolutions trained faster at nnU-Net's default widths (forward +
+    backward) but predicted slower (forward only), and grouped 2D ones were faster in both
+    (docs/methods/maml.md#measured)."""
     if value not in BRANCH_CONVOLUTIONS:
         raise ValueError(f"{section}.branch_convolutions must be one of {BRANCH_CONVOLUTIONS}, got {value!r}")
-    return value == "split" or (value == "auto" and dim == 3)
+    if value == "auto":
+        return "split_in_training" if dim == 3 else "grouped"
+    return value
+
+
+def _runs_split(module: nn.Module, execution: str) -> bool:
+    return execution == "split" or (execution == "split_in_training" and module.training)
 
 
 @cache
-def grouped_conv(conv_op: type, groups: int, split: bool = False) -> type:
-    """``conv_op`` with ``groups`` fixed: ``groups`` independent branches with block-diagonal weights. By default
-    one grouped convolution runs them all (one kernel launch, which keeps multi-branch encoders fast on the CPU);
-    with ``split`` each branch runs as its own dense convolution over its slice of the same weights, for backends
-    whose grouped kernels are slow (reported for cuDNN: PyTorch issues #70954, #73764). Parameters and state dict
-    are identical either way, so a model trained one way predicts the other way."""
+def grouped_conv(conv_op: type, groups: int, execution: str = "grouped") -> type:
+    """``conv_op`` with ``groups`` fixed: ``groups`` independent branches with block-diagonal weights, run as one
+    grouped convolution (one kernel launch) or, split, as one dense convolution per branch over its slice of the
+    same weights (grouped kernels are slow on some backends: 3D training on the CPU here; cuDNN in PyTorch issues
+    #70954, #73764). Parameters and state dict are identical either way, so a model trained one way predicts the
+    other way. ``execution``: one of ``EXECUTIONS``."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
     convolve = _DENSE_CONVOLUTIONS[_dimension(conv_op)]
 
     class GroupedConv(conv_op):
@@ -153,37 +164,43 @@ def grouped_conv(conv_op: type, groups: int, split: bool = False) -> type:
             super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=groups,
                              bias=bias, **kwargs)
 
-        if split:
-            def _conv_forward(self, input, weight, bias):
-                biases = bias.chunk(groups) if bias is not None else (None,) * groups
-                return torch.cat([convolve(x, w, b, self.stride, self.padding, self.dilation)
-                                  for x, w, b in zip(input.chunk(groups, 1), weight.chunk(groups, 0), biases)], 1)
+        def _conv_forward(self, input, weight, bias):
+            if not _runs_split(self, execution):
+                return super()._conv_forward(input, weight, bias)
+            biases = bias.chunk(groups) if bias is not None else (None,) * groups
+            return torch.cat([convolve(x, w, b, self.stride, self.padding, self.dilation)
+                              for x, w, b in zip(input.chunk(groups, 1), weight.chunk(groups, 0), biases)], 1)
 
-    GroupedConv.__name__ = GroupedConv.__qualname__ = f"{conv_op.__name__}{'Split' if split else 'Groups'}{groups}"
+    GroupedConv.__name__ = GroupedConv.__qualname__ = f"{conv_op.__name__}{_NAMES[execution]}{groups}"
     return GroupedConv
 
 
 @cache
-def grouped_transposed_conv(transposed_op: type, groups: int, split: bool = False) -> type:
+def grouped_transposed_conv(transposed_op: type, groups: int, execution: str = "grouped") -> type:
     """``grouped_conv`` for transposed convolutions (decoder upsampling of multi-branch networks)."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
     convolve = _DENSE_TRANSPOSED_CONVOLUTIONS[_dimension(transposed_op)]
 
     class GroupedTransposedConv(transposed_op):
         def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True):
             super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
 
-        if split:
-            def forward(self, input, output_size=None):
-                if output_size is not None:
-                    raise ValueError("split grouped transposed convolutions take no output_size")
-                biases = self.bias.chunk(groups) if self.bias is not None else (None,) * groups
-                return torch.cat([convolve(x, w, b, self.stride, self.padding, self.output_padding, 1, self.dilation)
-                                  for x, w, b in zip(input.chunk(groups, 1), self.weight.chunk(groups, 0), biases)],
-                                 1)
+        def forward(self, input, output_size=None):
+            if not _runs_split(self, execution):
+                return super().forward(input, output_size)
+            if output_size is not None:
+                raise ValueError("split grouped transposed convolutions take no output_size")
+            biases = self.bias.chunk(groups) if self.bias is not None else (None,) * groups
+            return torch.cat([convolve(x, w, b, self.stride, self.padding, self.output_padding, 1, self.dilation)
+                              for x, w, b in zip(input.chunk(groups, 1), self.weight.chunk(groups, 0), biases)], 1)
 
     GroupedTransposedConv.__name__ = GroupedTransposedConv.__qualname__ = \
-        f"{transposed_op.__name__}{'Split' if split else 'Groups'}{groups}"
+        f"{transposed_op.__name__}{_NAMES[execution]}{groups}"
     return GroupedTransposedConv
+
+
+_NAMES = {"grouped": "Groups", "split": "Split", "split_in_training": "SplitInTraining"}
 
 
 def _dimension(op: type) -> int:

@@ -33,7 +33,7 @@ def availability_weights(available: torch.Tensor, num_modalities: int, like: tor
 class SpatialCorrelatedFeatureFusion(nn.Module):
     def __init__(self, conv_op: type, norm_op: type | None, norm_op_kwargs: dict | None, nonlin: type | None,
                  nonlin_kwargs: dict | None, num_modalities: int, branch_channels: int, out_channels: int,
-                 mode: str = "gating", attention_dim: int = 32, split: bool = False):
+                 mode: str = "gating", attention_dim: int = 32, convolutions: str = "grouped"):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"SCFF mode must be one of {MODES}, got {mode!r}")
@@ -45,8 +45,8 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
         m, c = num_modalities, branch_channels
         if mode == "attention":
             self.attention_dim = min(attention_dim, c)
-            self.qkv = grouped_conv(conv_op, m, split)(m * c, m * 3 * self.attention_dim, 1)
-            self.project = grouped_conv(conv_op, m, split)(m * self.attention_dim, m * c, 1)
+            self.qkv = grouped_conv(conv_op, m, convolutions)(m * c, m * 3 * self.attention_dim, 1)
+            self.project = grouped_conv(conv_op, m, convolutions)(m * self.attention_dim, m * c, 1)
             self.residual_scale = nn.Parameter(torch.zeros(m))
         elif mode == "gating":
             first, second = zip(*itertools.combinations(range(m), 2))
