@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import torch
+
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 
 
@@ -25,3 +27,17 @@ def configuration(dim: int = 2, kind: str = "PlainConvUNet", n_stages: int = 3, 
 
 def architecture(**kwargs) -> PlansArchitecture:
     return PlansArchitecture.from_configuration(configuration(**kwargs))
+
+
+def assert_same_function(reference: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor, available, outputs):
+    """``other``, loaded with ``reference``'s state dict (strict: the same parameters under the same names), gives
+    the same tensors (``outputs`` picks them from a forward result) and the same parameter gradients."""
+    other.load_state_dict(reference.state_dict())
+    results = [outputs(net(x, available=available)) for net in (reference, other)]
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for tensors in results:
+        sum(t.square().sum() for t in tensors).backward()
+    # against the largest gradient: those of biases followed by instance norm are zero up to rounding
+    gradients = [torch.cat([p.grad.flatten() for p in net.parameters()]) for net in (reference, other)]
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from arch_helpers import architecture
+from arch_helpers import architecture, assert_same_function
 from conftest import DATASET_ID, MAML_TRAINER, PLAIN_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
@@ -36,18 +36,9 @@ def test_fused_and_branch_outputs(dim, modalities):
 @pytest.mark.parametrize("dim", [2, 3])
 def test_split_branch_convolutions_compute_the_grouped_network(dim):
     grouped, split = make(dim, branch_convolutions="grouped").train(), make(dim, branch_convolutions="split").train()
-    split.load_state_dict(grouped.state_dict())  # strict: the same parameters under the same names
-    x = torch.randn(2, 3, *(16,) * dim)
-    outputs = [net(x, available=torch.tensor([[True, False, True], [True, True, True]])) for net in (grouped, split)]
-    torch.testing.assert_close(outputs[0]["logits"], outputs[1]["logits"], atol=1e-5, rtol=1e-4)
-    for branch_a, branch_b in zip(outputs[0]["branch_logits"], outputs[1]["branch_logits"]):
-        for a, b in zip(branch_a, branch_b):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    for out in outputs:
-        (out["logits"].square().sum() + sum(t.square().sum() for b in out["branch_logits"] for t in b)).backward()
-    # against the largest gradient: those of biases followed by instance norm are zero up to rounding
-    gradients = [torch.cat([p.grad.flatten() for p in net.parameters()]) for net in (grouped, split)]
-    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-5 * gradients[0].abs().max().item())
+    assert_same_function(grouped, split, torch.randn(2, 3, *(16,) * dim),
+                         torch.tensor([[True, False, True], [True, True, True]]),
+                         lambda out: [out["logits"], *(t for branch in out["branch_logits"] for t in branch)])
     with pytest.raises(ValueError, match="maml.branch_convolutions must be one of"):
         make(branch_convolutions="dense")
 

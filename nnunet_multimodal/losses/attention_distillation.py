@@ -27,20 +27,30 @@ CROSS_PAIRS = ("both", "to_first", "none")
 NORMALIZATIONS = ("softmax", "l2")
 
 
+def attention_energy(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """(B, M, C, *sp) -> (B, M, *sp): (1/C) * sum_c |F_c|^p of every modality's features, in float32."""
+    with torch.autocast(features.device.type, enabled=False):
+        features = features.float()
+        powered = features.square() if p == 2 else features.abs().pow(p)   # square: the common case, cheaper
+        return powered.mean(dim=2)
+
+
+def normalized_map(energy: torch.Tensor, normalization: str = "softmax",
+                   size: Sequence[int] | None = None) -> torch.Tensor:
+    """(B, M, *sp) energy -> (B, M, N) attention map on ``size`` (default: the energy's own grid)."""
+    with torch.autocast(energy.device.type, enabled=False):
+        if size is not None and tuple(energy.shape[2:]) != tuple(size):
+            mode = "bilinear" if energy.ndim == 4 else "trilinear"
+            energy = F.interpolate(energy, size=tuple(size), mode=mode, align_corners=False)
+        energy = energy.flatten(2)
+        return torch.softmax(energy, dim=-1) if normalization == "softmax" else F.normalize(energy, dim=-1)
+
+
 def attention_map(features: torch.Tensor, p: float = 2.0, normalization: str = "softmax",
                   size: Sequence[int] | None = None) -> torch.Tensor:
     """(B, M, C, *sp) -> (B, M, N): the normalised attention map of every modality's features, in float32, on
     ``size`` (default: the features' own grid)."""
-    with torch.autocast(features.device.type, enabled=False):
-        b, m = features.shape[:2]
-        features = features.float()
-        powered = features.square() if p == 2 else features.abs().pow(p)   # square: the common case, cheaper
-        energy = powered.mean(dim=2)                                        # (B, M, *sp)
-        if size is not None and tuple(energy.shape[2:]) != tuple(size):
-            mode = "bilinear" if energy.ndim == 4 else "trilinear"
-            energy = F.interpolate(energy, size=tuple(size), mode=mode, align_corners=False)
-        energy = energy.reshape(b, m, -1)
-        return torch.softmax(energy, dim=-1) if normalization == "softmax" else F.normalize(energy, dim=-1)
+    return normalized_map(attention_energy(features, p), normalization, size)
 
 
 def valid_fraction(valid: torch.Tensor | None, size: Sequence[int]) -> torch.Tensor | None:
@@ -107,11 +117,14 @@ class CrossModalAttentionDistillation(nn.Module):
         pair_weight = present[:, :, None] * present[:, None, :] * pairs                 # (B, M, M)
         total = torch.zeros((), device=device)
         count = 0
+        # each stage's energy once: a stage is a student on its own grid and the self term's target above it
+        energies = {s: attention_energy(branch_features[s].view(b, num_modalities, -1, *branch_features[s].shape[2:]),
+                                        self.p)
+                    for s in stages}
         for s in stages:
-            f = branch_features[s]
-            per_modality = f.view(b, num_modalities, -1, *f.shape[2:])
-            maps = attention_map(per_modality, self.p, self.normalization)               # (B, M, N)
-            weight = valid_fraction(valid, f.shape[2:])
+            grid = branch_features[s].shape[2:]
+            maps = normalized_map(energies[s], self.normalization)                       # (B, M, N)
+            weight = valid_fraction(valid, grid)
             if pairs.any():
                 distances = map_distances(maps, maps, weight)                           # (B, M, M)
                 # mean over samples of each pair, then over pairs
@@ -119,10 +132,8 @@ class CrossModalAttentionDistillation(nn.Module):
                 total = total + per_pair.sum()
                 count += int(pairs.sum())
             if self.self_distillation and s + 1 in stages:
-                deeper = branch_features[s + 1]
-                target = attention_map(deeper.view(b, num_modalities, -1, *deeper.shape[2:]), self.p,
-                                       self.normalization, size=f.shape[2:])
-                squared = (maps - target.detach()).pow(2)
+                target = normalized_map(energies[s + 1].detach(), self.normalization, size=grid)
+                squared = (maps - target).pow(2)
                 if weight is not None:
                     squared = squared * weight[:, None]
                 own = (squared.sum(-1) * present).sum(0) / present.sum(0).clamp_min(1.0)   # (M,)

@@ -15,7 +15,6 @@ import dataclasses
 
 import numpy as np
 import torch
-from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from torch import nn
 
 from nnunet_multimodal.networks.branches import (
@@ -56,7 +55,7 @@ def build_grouped_decoder(architecture: PlansArchitecture, branch_features: tupl
     grouped = dataclasses.replace(architecture, conv_op=grouped_conv(architecture.conv_op, m, convolutions),
                                   features_per_stage=tuple(m * c for c in branch_features))
     decoder = grouped.build_decoder(m * num_classes, deep_supervision)
-    transpose = grouped_transposed_conv(get_matching_convtransp(conv_op=architecture.conv_op), m, convolutions)
+    transpose = grouped_transposed_conv(architecture.conv_op, m, convolutions)
     decoder.transpconvs = nn.ModuleList(
         transpose(m * branch_features[-s], m * branch_features[-(s + 1)], architecture.strides[-s],
                   architecture.strides[-s], bias=architecture.conv_bias)

@@ -9,6 +9,7 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_convtransp
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
@@ -143,8 +144,22 @@ def check_branch_convolutions(value, section: str, dim: int) -> str:
     return value
 
 
+def _check_execution(execution: str) -> None:
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+
+
 def _runs_split(module: nn.Module, execution: str) -> bool:
     return execution == "split" or (execution == "split_in_training" and module.training)
+
+
+def _convolve_per_branch(convolve, groups: int, input: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor | None) -> torch.Tensor:
+    """``convolve`` (a dense functional convolution taking input, weight, bias) on each branch's channels with its
+    slice of the weights, concatenated."""
+    biases = bias.chunk(groups) if bias is not None else (None,) * groups
+    return torch.cat([convolve(x, w, b) for x, w, b in zip(input.chunk(groups, 1), weight.chunk(groups, 0), biases)],
+                     1)
 
 
 @cache
@@ -154,9 +169,8 @@ def grouped_conv(conv_op: type, groups: int, execution: str = "grouped") -> type
     same weights (grouped kernels are slow on some backends: 3D training on the CPU here; cuDNN in PyTorch issues
     #70954, #73764). Parameters and state dict are identical either way, so a model trained one way predicts the
     other way. ``execution``: one of ``EXECUTIONS``."""
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-    convolve = _DENSE_CONVOLUTIONS[_dimension(conv_op)]
+    _check_execution(execution)
+    dense = (F.conv1d, F.conv2d, F.conv3d)[convert_conv_op_to_dim(conv_op) - 1]
 
     class GroupedConv(conv_op):
         def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
@@ -167,20 +181,20 @@ def grouped_conv(conv_op: type, groups: int, execution: str = "grouped") -> type
         def _conv_forward(self, input, weight, bias):
             if not _runs_split(self, execution):
                 return super()._conv_forward(input, weight, bias)
-            biases = bias.chunk(groups) if bias is not None else (None,) * groups
-            return torch.cat([convolve(x, w, b, self.stride, self.padding, self.dilation)
-                              for x, w, b in zip(input.chunk(groups, 1), weight.chunk(groups, 0), biases)], 1)
+            return _convolve_per_branch(lambda x, w, b: dense(x, w, b, self.stride, self.padding, self.dilation),
+                                        groups, input, weight, bias)
 
     GroupedConv.__name__ = GroupedConv.__qualname__ = f"{conv_op.__name__}{_NAMES[execution]}{groups}"
     return GroupedConv
 
 
 @cache
-def grouped_transposed_conv(transposed_op: type, groups: int, execution: str = "grouped") -> type:
-    """``grouped_conv`` for transposed convolutions (decoder upsampling of multi-branch networks)."""
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-    convolve = _DENSE_TRANSPOSED_CONVOLUTIONS[_dimension(transposed_op)]
+def grouped_transposed_conv(conv_op: type, groups: int, execution: str = "grouped") -> type:
+    """``grouped_conv`` for the transposed convolution matching ``conv_op`` (decoder upsampling of multi-branch
+    networks)."""
+    _check_execution(execution)
+    transposed_op = get_matching_convtransp(conv_op=conv_op)
+    dense = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[convert_conv_op_to_dim(conv_op) - 1]
 
     class GroupedTransposedConv(transposed_op):
         def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True):
@@ -191,9 +205,9 @@ def grouped_transposed_conv(transposed_op: type, groups: int, execution: str = "
                 return super().forward(input, output_size)
             if output_size is not None:
                 raise ValueError("split grouped transposed convolutions take no output_size")
-            biases = self.bias.chunk(groups) if self.bias is not None else (None,) * groups
-            return torch.cat([convolve(x, w, b, self.stride, self.padding, self.output_padding, 1, self.dilation)
-                              for x, w, b in zip(input.chunk(groups, 1), self.weight.chunk(groups, 0), biases)], 1)
+            return _convolve_per_branch(
+                lambda x, w, b: dense(x, w, b, self.stride, self.padding, self.output_padding, 1, self.dilation),
+                groups, input, self.weight, self.bias)
 
     GroupedTransposedConv.__name__ = GroupedTransposedConv.__qualname__ = \
         f"{transposed_op.__name__}{_NAMES[execution]}{groups}"
@@ -201,15 +215,3 @@ def grouped_transposed_conv(transposed_op: type, groups: int, execution: str = "
 
 
 _NAMES = {"grouped": "Groups", "split": "Split", "split_in_training": "SplitInTraining"}
-
-
-def _dimension(op: type) -> int:
-    for dim, (conv, transposed) in enumerate(((nn.Conv1d, nn.ConvTranspose1d), (nn.Conv2d, nn.ConvTranspose2d),
-                                              (nn.Conv3d, nn.ConvTranspose3d)), start=1):
-        if issubclass(op, (conv, transposed)):
-            return dim
-    raise ValueError(f"{op} is not a 1D, 2D or 3D (transposed) convolution")
-
-
-_DENSE_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_DENSE_TRANSPOSED_CONVOLUTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

@@ -83,8 +83,9 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             x = per_modality.float()
             i, j = self.pair_first, self.pair_second
-            energy = x.square().sum(dim=2)                                        # (B, M, *sp)
-            correlations = (x[:, i] * x[:, j]).sum(dim=2) * torch.rsqrt(energy[:, i] * energy[:, j] + 1e-12)
+            # unit feature vectors first: fewer per-position operations than scaling each pair's product
+            unit = x * torch.rsqrt(x.square().sum(dim=2, keepdim=True) + 1e-12)
+            correlations = (unit[:, i] * unit[:, j]).sum(dim=2)                    # (B, P, *sp)
             if available is not None:
                 present = available.float()
                 pair_present = present[:, i] * present[:, j]                     # (B, P)
