@@ -5,6 +5,7 @@ the compiled network computes what the eager one does."""
 import pytest
 import torch
 from arch_helpers import architecture
+from torch._dynamo.testing import CompileCounter
 
 from nnunet_multimodal.networks.cmsad import CMSADNet
 from nnunet_multimodal.networks.maml import MAMLNet
@@ -35,6 +36,20 @@ def test_network_traces_as_one_graph_in_training_and_prediction(name):
         explained = torch._dynamo.explain(getattr(net, mode)())(x, available=AVAILABLE)
         assert explained.graph_break_count == 0, (mode, [str(r.reason) for r in explained.break_reasons])
         assert explained.graph_count == 1, mode
+
+
+@pytest.mark.parametrize("name", ["CMSAD 3D", "MAML 3D"])
+def test_switching_between_training_and_prediction_compiles_each_mode_once(name):
+    build, patch = NETWORKS[name]
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    net = torch.compile(build(), backend=counter)
+    x = torch.randn(2, 3, *patch)
+    for _ in range(3):  # nnU-Net trains, then validates, every epoch
+        net.train()(x, available=AVAILABLE)
+        with torch.no_grad():
+            net.eval()(x, available=AVAILABLE)
+    assert counter.frame_count == 2
 
 
 def tensors(out):
