@@ -29,9 +29,9 @@ def prediction_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
         return kl.sum(1) * temperature ** 2
 
 
-class MutualLearningKL(nn.Module):
-    """MAML: each modality-specific prediction learns from the fused one (the teacher). Averaged over
-    non-ignored voxels and over the samples in which the student's modality is present, then over modalities."""
+class SoftenedPredictionKL(nn.Module):
+    """Base of the KL terms between predictions softened by ``temperature`` (sigmoids per region with
+    ``regions``, else a softmax over classes)."""
 
     def __init__(self, temperature: float = 1.0, regions: bool = False):
         super().__init__()
@@ -39,6 +39,11 @@ class MutualLearningKL(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.regions = regions
+
+
+class MutualLearningKL(SoftenedPredictionKL):
+    """MAML: each modality-specific prediction learns from the fused one (the teacher). Averaged over
+    non-ignored voxels and over the samples in which the student's modality is present, then over modalities."""
 
     def forward(self, branch_logits: Sequence[torch.Tensor], fused_logits: torch.Tensor,
                 available: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,18 +62,11 @@ class MutualLearningKL(nn.Module):
         return torch.stack(terms).mean()
 
 
-class MutualDistillation(nn.Module):
+class MutualDistillation(SoftenedPredictionKL):
     """Online mutual knowledge distillation between two predictions of the same images (MKD):
     KL(p_b || p_a) + KL(p_a || p_b) of the temperature-softened predictions times T^2, each direction with
     the teacher detached, so each network learns from the other and neither is pulled by its own student
     term. Averaged over the voxels outside the ignore label."""
-
-    def __init__(self, temperature: float = 1.0, regions: bool = False):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-        self.regions = regions
 
     def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor, valid: torch.Tensor | None = None
                 ) -> torch.Tensor:
