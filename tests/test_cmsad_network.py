@@ -134,11 +134,12 @@ def test_scff_invalid_options():
         SpatialCorrelatedFeatureFusion(torch.nn.Conv2d, None, None, None, None, 1, 8, 8, "none")
 
 
+@pytest.mark.parametrize("kind", ["PlainConvUNet", "ResidualEncoderUNet"])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_split_branch_convolutions_compute_the_grouped_network(dim):
+def test_split_branch_convolutions_compute_the_grouped_network(dim, kind):
     knobs = {"attention_max_tokens": 4 ** dim}  # attention at the lowest level, gating above
-    grouped = make(dim, branch_convolutions="grouped", **knobs).train()
-    split = make(dim, branch_convolutions="split", **knobs).train()
+    grouped = make(dim, kind=kind, branch_convolutions="grouped", **knobs).train()
+    split = make(dim, kind=kind, branch_convolutions="split", **knobs).train()
     assert "attention" in grouped.level_modes and "gating" in grouped.level_modes
     assert_same_function(grouped, split, torch.randn(2, 3, *(16,) * dim),
                          torch.tensor([[True, False, True], [True, True, True]]), lambda out: out["logits"])

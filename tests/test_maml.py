@@ -12,9 +12,9 @@ from nnunet_multimodal.networks.maml import MAMLNet, decode_grouped
 from nnunet_multimodal.networks.scff import availability_weights
 
 
-def make(dim=2, modalities=3, ds=True, **knobs):
+def make(dim=2, modalities=3, ds=True, kind="PlainConvUNet", **knobs):
     torch.manual_seed(0)
-    return MAMLNet(architecture(dim=dim), modalities, 0, 3, ds, knobs)
+    return MAMLNet(architecture(dim=dim, kind=kind), modalities, 0, 3, ds, knobs)
 
 
 @pytest.mark.parametrize("dim", [2, 3])
@@ -33,9 +33,11 @@ def test_fused_and_branch_outputs(dim, modalities):
         assert net(x).shape == (2, 3, *(16,) * dim)
 
 
+@pytest.mark.parametrize("kind", ["PlainConvUNet", "ResidualEncoderUNet"])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_split_branch_convolutions_compute_the_grouped_network(dim):
-    grouped, split = make(dim, branch_convolutions="grouped").train(), make(dim, branch_convolutions="split").train()
+def test_split_branch_convolutions_compute_the_grouped_network(dim, kind):
+    grouped = make(dim, kind=kind, branch_convolutions="grouped").train()
+    split = make(dim, kind=kind, branch_convolutions="split").train()
     assert_same_function(grouped, split, torch.randn(2, 3, *(16,) * dim),
                          torch.tensor([[True, False, True], [True, True, True]]),
                          lambda out: [out["logits"], *(t for branch in out["branch_logits"] for t in branch)])
