@@ -14,6 +14,7 @@ from torch import nn
 from nnunet_multimodal.training import checkpointing
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.checkpointing import PLUGIN_KEY, CheckpointError
+from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD_modalityDropout
 from nnunet_multimodal.training.knobs import read_knobs
 from nnunet_multimodal.training.loss_terms import LossTerm
 from nnunet_multimodal.training.maml import nnUNetTrainerMAML
@@ -194,6 +195,26 @@ def test_modality_dropout_masks_reach_network(preprocessed_folder, nnunet_paths)
     assert len(masks) == 3
     for mask in masks:
         assert mask.shape == (trainer.batch_size, 3) and mask.any(dim=1).all()
+    assert any(not m.all() for m in masks)
+
+
+def test_cmsad_under_modality_dropout_trains_every_parameter(preprocessed_folder, nnunet_paths):
+    trainer = make_trainer(nnUNetTrainerCMSAD_modalityDropout, preprocessed_folder)
+    trainer.initialize()
+    trainer.current_epoch = trainer.num_epochs - 1  # distillation at its full weight
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    masks = []
+    trainer.network.register_forward_pre_hook(lambda module, args, kwargs: masks.append(kwargs.get("available")),
+                                              with_kwargs=True)
+    torch.manual_seed(0)
+    for _ in range(4):
+        result = trainer.train_step(next(trainer.dataloader_train))
+        assert np.isfinite(result["loss"]) and result["loss_distill"] > 0
+        # every parameter gets a gradient, dropped branches included (DDP needs it), except the lowest-resolution
+        # segmentation layer: nnU-Net weights that output 0 outside DDP (1e-6 under DDP)
+        unused = {n for n, p in trainer.network.named_parameters() if p.grad is None}
+        assert unused <= {"decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias"}
+    assert all(m is not None and m.any(dim=1).all() for m in masks)
     assert any(not m.all() for m in masks)
 
 

@@ -52,6 +52,12 @@ class nnUNetTrainerCMSAD_noDistill(nnUNetTrainerCMSAD):
     extra_loss_terms = (LossTerm("distill", weight=0.0),)
 
 
+class nnUNetTrainerCMSAD_modalityDropout(nnUNetTrainerCMSAD):
+    """CMSAD trained with modality dropout (as MAML is by default), for data where modalities can be missing."""
+
+    modality_dropout_p = 0.25
+
+
 class nnUNetTrainerCMSAD_2epochs(TwoEpochs, nnUNetTrainerCMSAD):
     # distillation from the first epoch so that short runs exercise it
     extra_loss_terms = (LossTerm("distill", weight=0.1),)
@@ -62,4 +68,8 @@ class nnUNetTrainerCMSAD_demo(DemoSchedule, nnUNetTrainerCMSAD):
 
 
 class nnUNetTrainerCMSAD_long(LongSchedule, nnUNetTrainerCMSAD):
+    pass
+
+
+class nnUNetTrainerCMSAD_modalityDropout_demo(DemoSchedule, nnUNetTrainerCMSAD_modalityDropout):
     pass
