@@ -85,7 +85,9 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
             i, j = self.pair_first, self.pair_second
             # unit feature vectors first: fewer per-position operations than scaling each pair's product
             unit = x * torch.rsqrt(x.square().sum(dim=2, keepdim=True) + 1e-12)
-            correlations = (unit[:, i] * unit[:, j]).sum(dim=2)                    # (B, P, *sp)
+            # index_select rather than unit[:, i]: its backward (index_add) took half the time of advanced
+            # indexing's (index_put with accumulation) on the CPU
+            correlations = (unit.index_select(1, i) * unit.index_select(1, j)).sum(dim=2)    # (B, P, *sp)
             if available is not None:
                 present = available.float()
                 pair_present = present[:, i] * present[:, j]                     # (B, P)

@@ -49,17 +49,22 @@ class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
         return self.loss(fused, target)
 
     def compute_extra_losses(self, output, target, available):
+        deep_supervision = isinstance(self.loss, DeepSupervisionWrapper)
         branch_losses = []
         for m, logits in enumerate(output["branch_logits"]):
-            present = torch.arange(logits[0].shape[0], device=logits[0].device) if available is None \
-                else available[:, m].nonzero(as_tuple=True)[0]
-            if present.numel() == 0:  # keep the branch in the graph (DDP) without a loss value
-                branch_losses.append(sum(level.sum() for level in logits) * 0.0)
-                continue
-            if isinstance(self.loss, DeepSupervisionWrapper):
-                branch_losses.append(self.loss([level[present] for level in logits], [t[present] for t in target]))
-            else:
-                branch_losses.append(self.loss(logits[0][present], target[present]))
+            branch_target = target
+            if available is not None and not available[:, m].all():
+                present = available[:, m].nonzero(as_tuple=True)[0]
+                if present.numel() == 0:  # keep the branch in the graph (DDP) without a loss value
+                    branch_losses.append(sum(level.sum() for level in logits) * 0.0)
+                    continue
+                # the samples with modality m; index_select, whose backward took half the time of advanced
+                # indexing's on the CPU
+                logits = [level.index_select(0, present) for level in logits]
+                branch_target = [t.index_select(0, present) for t in target] if deep_supervision \
+                    else target.index_select(0, present)
+            branch_losses.append(self.loss(logits, branch_target) if deep_supervision
+                                 else self.loss(logits[0], branch_target))
         # summed, not averaged, as in the authors' code: each branch learns at the rate of a stand-alone U-Net
         losses = {"branches": torch.stack(branch_losses).sum()}
         if self.current_loss_weights()["mutual"] > 0:  # off by default: not computed, logged as 0
