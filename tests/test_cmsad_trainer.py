@@ -87,3 +87,15 @@ def test_validation_only_from_the_best_checkpoint(workspace, trained_cmsad_model
     result = run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS, "-device",
                        "cpu", "--val", "--val_best"], workspace.env)
     assert "Mean Validation Dice" in result.stdout
+
+
+def test_cmsad_with_modality_dropout_through_console_scripts(workspace, phantom_dataset, tmp_path):
+    trainer = "nnUNetTrainerCMSAD_modalityDropout_2epochs"
+    fold = train_fold0(workspace, phantom_dataset, trainer)
+    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
+    assert all(v > 0 for v in checkpoint["logging"]["loss_distill"])
+    result = run_tool(["nnunet-mm", "predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID,
+                       "-c", "2d", "-tr", trainer, "-p", TINY_PLANS, "--missing", "T2"], workspace.env)
+    assert "not trained for missing modalities" not in result.stderr  # its checkpoint says: modality dropout
+    assert len(list(tmp_path.glob("*.nii.gz"))) == 2

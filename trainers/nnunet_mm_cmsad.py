@@ -6,10 +6,12 @@ from nnunet_multimodal.training.cmsad import (
     nnUNetTrainerCMSAD_demo,
     nnUNetTrainerCMSAD_long,
     nnUNetTrainerCMSAD_modalityDropout,
+    nnUNetTrainerCMSAD_modalityDropout_2epochs,
     nnUNetTrainerCMSAD_modalityDropout_demo,
     nnUNetTrainerCMSAD_noDistill,
 )
 
 __all__ = ["nnUNetTrainerCMSAD", "nnUNetTrainerCMSAD_2epochs", "nnUNetTrainerCMSAD_demo", "nnUNetTrainerCMSAD_long",
-           "nnUNetTrainerCMSAD_modalityDropout", "nnUNetTrainerCMSAD_modalityDropout_demo",
+           "nnUNetTrainerCMSAD_modalityDropout", "nnUNetTrainerCMSAD_modalityDropout_2epochs",
+           "nnUNetTrainerCMSAD_modalityDropout_demo",
            "nnUNetTrainerCMSAD_noDistill"]

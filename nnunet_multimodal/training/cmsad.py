@@ -71,5 +71,9 @@ class nnUNetTrainerCMSAD_long(LongSchedule, nnUNetTrainerCMSAD):
     pass
 
 
+class nnUNetTrainerCMSAD_modalityDropout_2epochs(nnUNetTrainerCMSAD_2epochs):
+    modality_dropout_p = nnUNetTrainerCMSAD_modalityDropout.modality_dropout_p
+
+
 class nnUNetTrainerCMSAD_modalityDropout_demo(DemoSchedule, nnUNetTrainerCMSAD_modalityDropout):
     pass
