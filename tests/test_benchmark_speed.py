@@ -8,15 +8,15 @@ from nnunet_multimodal.benchmarks.speed import BASELINE, METRICS, format_summary
 from nnunet_multimodal.benchmarks.speed_worker import predraw_extra_loaders
 
 
-def _m(trainer, step, inference, memory):
+def _m(trainer, step, inference, memory, round_index=0):
     return {"trainer": trainer, "step_seconds": step, "inference_seconds_per_case": inference,
-            "peak_memory_mb": memory}
+            "peak_memory_mb": memory, "round": round_index}
 
 
 def test_ratios_use_medians_over_rounds():
-    measurements = [_m(BASELINE, 1.0, 2.0, 100), _m("A", 1.5, 2.0, 150),
-                    _m(BASELINE, 3.0, 2.0, 100), _m("A", 1.5, 6.0, 120),
-                    _m(BASELINE, 2.0, 4.0, 110), _m("A", 2.0, 4.0, 130)]
+    measurements = [_m(BASELINE, 1.0, 2.0, 100, 0), _m("A", 1.5, 2.0, 150, 0),
+                    _m(BASELINE, 3.0, 2.0, 100, 1), _m("A", 1.5, 6.0, 120, 1),
+                    _m(BASELINE, 2.0, 4.0, 110, 2), _m("A", 2.0, 4.0, 130, 2)]
     summary = summarize(measurements)
     assert summary[BASELINE]["step_seconds_ratio"] == 1.0
     assert summary["A"]["step_seconds"] == 1.5 and summary["A"]["step_seconds_ratio"] == pytest.approx(0.75)
@@ -24,6 +24,20 @@ def test_ratios_use_medians_over_rounds():
     assert summary["A"]["peak_memory_mb_ratio"] == pytest.approx(130 / 100)
     assert summary["A"]["rounds"] == 3
     assert "A" in format_summary(summary)
+
+
+def test_per_round_ratio_range_pairs_each_trainer_with_the_baseline_of_its_round():
+    # round ratios of A's step: 1.5/1.0, 1.5/3.0, 2.0/2.0; of its inference: 1.0, 3.0, 1.0
+    measurements = [_m(BASELINE, 1.0, 2.0, 100, 0), _m("A", 1.5, 2.0, 150, 0),
+                    _m("A", 1.5, 6.0, 120, 1), _m(BASELINE, 3.0, 2.0, 100, 1),
+                    _m(BASELINE, 2.0, 4.0, 110, 2), _m("A", 2.0, 4.0, 130, 2)]
+    summary = summarize(measurements)
+    assert summary["A"]["step_seconds_ratio_range"] == pytest.approx([0.5, 1.5])
+    assert summary["A"]["inference_seconds_per_case_ratio_range"] == pytest.approx([1.0, 3.0])
+    assert summary[BASELINE]["step_seconds_ratio_range"] == [1.0, 1.0]
+    assert "peak_memory_mb_ratio_range" not in summary["A"]
+    row = next(line for line in format_summary(summary).splitlines() if line.startswith("A "))
+    assert "0.75 (0.50-1.50)" in row and "2.00 (1.00-3.00)" in row
 
 
 def test_baseline_required():
@@ -67,6 +81,7 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
         for metric in METRICS:
             assert summary[metric] > 0 and summary[f"{metric}_ratio"] > 0
     assert report["summary"][BASELINE]["step_seconds_ratio"] == 1.0
+    assert [m["round"] for m in report["measurements"]] == [0, 0]
     assert "nnUNetTrainerMultiModalBase" in result.stdout
     assert not list(workspace.results.rglob("nnUNetTrainer__*")), "benchmark wrote into nnUNet_results"
 

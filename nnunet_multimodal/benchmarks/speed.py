@@ -3,7 +3,9 @@ trainers, as ratios to plain ``nnUNetTrainer`` measured in the same run.
 
 Each measurement runs in its own process (peak memory is per process), builds the trainer as
 ``nnUNetv2_train`` does and takes real batches from nnU-Net's data loader; trainers alternate order
-between rounds so that drifting machine load does not favour one of them.
+between rounds so that drifting machine load does not favour one of them. The ratios are of medians over rounds;
+beside each time ratio the report gives the lowest and highest ratio of a single round (each trainer against the
+baseline measured in the same round), so that a reader sees how far one round can stray on a noisy machine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nnunet_multimodal.text_table import text_table
 
 BASELINE = "nnUNetTrainer"
 METRICS = ("step_seconds", "inference_seconds_per_case", "peak_memory_mb")
+TIMES = ("step_seconds", "inference_seconds_per_case")
 SCHEMA_VERSION = 1
 
 
@@ -30,8 +33,20 @@ def round_orders(trainers: list[str], rounds: int) -> list[list[str]]:
     return [order if r % 2 == 0 else order[::-1] for r in range(rounds)]
 
 
+def _ratio(value: float, base: float) -> float:
+    return value / base if base > 0 else float("nan")
+
+
+def round_ratio_range(measurements: list[dict], trainer: str, metric: str) -> list[float]:
+    """[lowest, highest] over rounds of ``trainer``'s ``metric`` divided by the baseline's in the same round."""
+    baseline = {m["round"]: m[metric] for m in measurements if m["trainer"] == BASELINE}
+    ratios = [_ratio(m[metric], baseline[m["round"]]) for m in measurements if m["trainer"] == trainer]
+    return [min(ratios), max(ratios)]
+
+
 def summarize(measurements: list[dict]) -> dict:
-    """Median of each metric per trainer over rounds, and its ratio to the baseline's median."""
+    """Median of each metric per trainer over rounds, its ratio to the baseline's median, and the range of the
+    per-round ratios of the times."""
     by_trainer: dict[str, dict[str, list[float]]] = {}
     for m in measurements:
         per_metric = by_trainer.setdefault(m["trainer"], {k: [] for k in METRICS})
@@ -43,18 +58,24 @@ def summarize(measurements: list[dict]) -> dict:
     base = medians[BASELINE]
     return {
         t: {**{k: medians[t][k] for k in METRICS},
-            **{f"{k}_ratio": medians[t][k] / base[k] if base[k] > 0 else float("nan") for k in METRICS},
+            **{f"{k}_ratio": _ratio(medians[t][k], base[k]) for k in METRICS},
+            **{f"{k}_ratio_range": round_ratio_range(measurements, t, k) for k in TIMES},
             "rounds": len(by_trainer[t]["step_seconds"])}
         for t in medians
     }
 
 
+def _ratio_cell(summary: dict, metric: str) -> str:
+    low, high = summary[f"{metric}_ratio_range"]
+    return f"{summary[f'{metric}_ratio']:.2f} ({low:.2f}-{high:.2f})"
+
+
 def format_summary(summary: dict) -> str:
-    header = ["trainer", "step s", "x", "inference s/case", "x", "peak MB", "x"]
+    header = ["trainer", "step s", "x (rounds)", "inference s/case", "x (rounds)", "peak MB", "x"]
     rows = [header]
     for trainer, s in summary.items():
-        rows.append([trainer, f"{s['step_seconds']:.3f}", f"{s['step_seconds_ratio']:.2f}",
-                     f"{s['inference_seconds_per_case']:.3f}", f"{s['inference_seconds_per_case_ratio']:.2f}",
+        rows.append([trainer, f"{s['step_seconds']:.3f}", _ratio_cell(s, "step_seconds"),
+                     f"{s['inference_seconds_per_case']:.3f}", _ratio_cell(s, "inference_seconds_per_case"),
                      f"{s['peak_memory_mb']:.0f}", f"{s['peak_memory_mb_ratio']:.2f}"])
     return text_table(rows)
 
@@ -83,7 +104,7 @@ def run_speed_benchmark(args) -> int:
         for round_index, order in enumerate(round_orders(args.tr, args.rounds)):
             for trainer in order:
                 print(f"round {round_index + 1}/{args.rounds}: {trainer}", file=sys.stderr, flush=True)
-                report["measurements"].append(_measure_in_subprocess(trainer, args, env))
+                report["measurements"].append({**_measure_in_subprocess(trainer, args, env), "round": round_index})
                 if args.json:  # an interrupted run (time limit, a later trainer's crash) keeps what it measured
                     write_text_atomic(args.json, json.dumps(report, indent=2))
     report["summary"] = summarize(report["measurements"])
