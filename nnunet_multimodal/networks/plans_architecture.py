@@ -18,6 +18,8 @@ from dynamic_network_architectures.building_blocks.unet_residual_decoder import 
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
 
+from nnunet_multimodal.networks.instance_norm import group_norm_kernel
+
 PLAIN = "PlainConvUNet"
 RESIDUAL = "ResidualEncoderUNet"
 
@@ -69,6 +71,8 @@ class PlansArchitecture:
         def per_stage(value):
             return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
 
+        # the same normalisation, faster on the CPU (instance_norm.py)
+        norm_op = group_norm_kernel(kwargs.get("norm_op"))
         block = kwargs.get("block", BasicBlockD)
         if isinstance(block, str):
             block = pydoc.locate(block)
@@ -78,7 +82,7 @@ class PlansArchitecture:
                    strides=tuple(tuple(s) for s in kwargs["strides"]), blocks_per_stage=per_stage(blocks),
                    n_conv_per_stage_decoder=tuple(kwargs["n_conv_per_stage_decoder"]) if isinstance(
                        kwargs["n_conv_per_stage_decoder"], (list, tuple)) else (kwargs["n_conv_per_stage_decoder"],)
-                   * (n - 1), conv_bias=kwargs.get("conv_bias", False), norm_op=kwargs.get("norm_op"),
+                   * (n - 1), conv_bias=kwargs.get("conv_bias", False), norm_op=norm_op,
                    norm_op_kwargs=kwargs.get("norm_op_kwargs"), dropout_op=kwargs.get("dropout_op"),
                    dropout_op_kwargs=kwargs.get("dropout_op_kwargs"), nonlin=kwargs.get("nonlin"),
                    nonlin_kwargs=kwargs.get("nonlin_kwargs"), nonlin_first=kwargs.get("nonlin_first", False),
