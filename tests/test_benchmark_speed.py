@@ -2,15 +2,16 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.benchmarks.speed import BASELINE, METRICS, format_summary, round_orders, summarize
-from nnunet_multimodal.benchmarks.speed_worker import predraw_extra_loaders
+from nnunet_multimodal.benchmarks.speed_worker import forward_gflop_per_patch, predraw_extra_loaders
 
 
-def _m(trainer, step, inference, memory, round_index=0):
+def _m(trainer, step, inference, memory, round_index=0, gflop=1.0):
     return {"trainer": trainer, "step_seconds": step, "inference_seconds_per_case": inference,
-            "peak_memory_mb": memory, "round": round_index}
+            "peak_memory_mb": memory, "forward_gflop_per_patch": gflop, "round": round_index}
 
 
 def test_ratios_use_medians_over_rounds():
@@ -38,6 +39,38 @@ def test_per_round_ratio_range_pairs_each_trainer_with_the_baseline_of_its_round
     assert "peak_memory_mb_ratio_range" not in summary["A"]
     row = next(line for line in format_summary(summary).splitlines() if line.startswith("A "))
     assert "0.75 (0.50-1.50)" in row and "2.00 (1.00-3.00)" in row
+
+
+def test_forward_flops_are_counted_per_patch_in_eval_mode():
+    class TrainingOnlyBranch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+            self.training_only = torch.nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x) + self.training_only(x) if self.training else self.conv(x)
+
+    network = TrainingOnlyBranch()
+    # 3 outputs x 2 inputs x 3 x 3 weights, one multiply and one add each, at 4 x 5 output pixels
+    assert forward_gflop_per_patch(network.eval(), 2, (4, 5), "cpu") == pytest.approx(2 * 3 * 2 * 9 * 20 / 1e9)
+
+
+def test_attention_flops_are_counted_on_the_cpu():
+    class SelfAttention(torch.nn.Module):
+        def forward(self, x):  # (batch, heads, tokens, head dim)
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x)
+
+    # queries x keys, then weights x values: 2 x (2 heads x 4 x 4 tokens x 8 dims), one multiply and one add each
+    assert forward_gflop_per_patch(SelfAttention(), 2, (4, 8), "cpu") == pytest.approx(2 * 2 * (2 * 4 * 4 * 8) / 1e9)
+
+
+def test_flop_ratio_is_a_column_of_the_table():
+    summary = summarize([_m(BASELINE, 1.0, 1.0, 100, gflop=2.0), _m("A", 1.0, 1.0, 100, gflop=5.0)])
+    assert summary["A"]["forward_gflop_per_patch_ratio"] == pytest.approx(2.5)
+    header, baseline_row, row = format_summary(summary).splitlines()
+    assert "GFLOP/patch" in header
+    assert baseline_row.split()[-2:] == ["2", "1.00"] and row.split()[-2:] == ["5", "2.50"]
 
 
 def test_baseline_required():

@@ -1,5 +1,5 @@
-"""``nnunet-mm benchmark speed``: training-step time, sliding-window inference time and peak memory of
-trainers, as ratios to plain ``nnUNetTrainer`` measured in the same run.
+"""``nnunet-mm benchmark speed``: training-step time, sliding-window inference time, peak memory and the forward
+FLOPs per patch of trainers, as ratios to plain ``nnUNetTrainer`` measured in the same run.
 
 Each measurement runs in its own process (peak memory is per process), builds the trainer as
 ``nnUNetv2_train`` does and takes real batches from nnU-Net's data loader; trainers alternate order
@@ -22,7 +22,7 @@ from nnunet_multimodal.environment import env_with_plugin
 from nnunet_multimodal.text_table import text_table
 
 BASELINE = "nnUNetTrainer"
-METRICS = ("step_seconds", "inference_seconds_per_case", "peak_memory_mb")
+METRICS = ("step_seconds", "inference_seconds_per_case", "peak_memory_mb", "forward_gflop_per_patch")
 TIMES = ("step_seconds", "inference_seconds_per_case")
 SCHEMA_VERSION = 1
 
@@ -71,12 +71,14 @@ def _ratio_cell(summary: dict, metric: str) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    header = ["trainer", "step s", "x (rounds)", "inference s/case", "x (rounds)", "peak MB", "x"]
+    header = ["trainer", "step s", "x (rounds)", "inference s/case", "x (rounds)", "peak MB", "x", "GFLOP/patch",
+              "x"]
     rows = [header]
     for trainer, s in summary.items():
         rows.append([trainer, f"{s['step_seconds']:.3f}", _ratio_cell(s, "step_seconds"),
                      f"{s['inference_seconds_per_case']:.3f}", _ratio_cell(s, "inference_seconds_per_case"),
-                     f"{s['peak_memory_mb']:.0f}", f"{s['peak_memory_mb_ratio']:.2f}"])
+                     f"{s['peak_memory_mb']:.0f}", f"{s['peak_memory_mb_ratio']:.2f}",
+                     f"{s['forward_gflop_per_patch']:.3g}", f"{s['forward_gflop_per_patch_ratio']:.2f}"])
     return text_table(rows)
 
 

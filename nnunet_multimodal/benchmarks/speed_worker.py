@@ -9,6 +9,15 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's counter knows the attention kernels of GPUs but not the one scaled_dot_product_attention takes on the CPU
+CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
 
 
 def _rss_now_mb() -> float:
@@ -32,6 +41,17 @@ def predraw_extra_loaders(trainer, count: int) -> dict:
     for name, loader in originals.items():
         setattr(trainer, name, iter([next(loader) for _ in range(count)]))
     return originals
+
+
+def forward_gflop_per_patch(network: torch.nn.Module, num_input_channels: int, patch_size, device) -> float:
+    """GFLOP of one forward pass of ``network`` (eval mode, no deep supervision) on one patch of batch 1, as
+    sliding-window prediction runs it per tile: convolutions, matrix products and attention as
+    ``torch.utils.flop_counter`` counts them (not normalisations or pointwise operations). The work behind a time
+    ratio, free of the machine's noise."""
+    network = getattr(network, "_orig_mod", network)  # count the eager module, not a torch.compile wrapper
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        network(torch.zeros(1, num_input_channels, *patch_size, device=device))
+    return counter.get_total_flops() / 1e9
 
 
 def measure(dataset: str, configuration: str, plans: str, trainer_name: str, device: str, steps: int,
@@ -64,6 +84,8 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
 
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
+    gflop = forward_gflop_per_patch(trainer.network, trainer.num_input_channels,
+                                    trainer.configuration_manager.patch_size, torch_device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
                                 perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
@@ -87,6 +109,7 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
     trainer.on_train_end()
     return {"trainer": trainer_name, "step_seconds": statistics.median(times),
             "inference_seconds_per_case": statistics.median(inference_times), "peak_memory_mb": peak,
+            "forward_gflop_per_patch": gflop,
             "memory_kind": "cuda_max_allocated" if torch_device.type == "cuda" else "process_peak_rss",
             "rss_before_steps_mb": rss_before, "steps": len(times), "cases": len(inference_times)}
 
