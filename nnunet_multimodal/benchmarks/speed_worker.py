@@ -44,10 +44,10 @@ def predraw_extra_loaders(trainer, count: int) -> dict:
 
 
 def forward_gflop_per_patch(network: torch.nn.Module, num_input_channels: int, patch_size, device) -> float:
-    """GFLOP of one forward pass of ``network`` (eval mode, no deep supervision) on one patch of batch 1, as
-    sliding-window prediction runs it per tile: convolutions, matrix products and attention as
-    ``torch.utils.flop_counter`` counts them (not normalisations or pointwise operations). The work behind a time
-    ratio, free of the machine's noise."""
+    """GFLOP of one forward pass of ``network``, as the caller has set it up (for prediction: eval mode, no deep
+    supervision), on one patch of batch 1, as sliding-window prediction runs it per tile: convolutions, matrix
+    products and attention as ``torch.utils.flop_counter`` counts them (not normalisations or pointwise
+    operations). The work behind a time ratio, free of the machine's noise."""
     network = getattr(network, "_orig_mod", network)  # count the eager module, not a torch.compile wrapper
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
         network(torch.zeros(1, num_input_channels, *patch_size, device=device))
