@@ -134,15 +134,19 @@ def _missing_predictor(args):
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     from nnunet_multimodal.inference.missing import MissingModalityPredictor
+    from nnunet_multimodal.training.checkpointing import CheckpointError
 
     folds = [f if f == "all" else int(f) for f in args.f]
-    return MissingModalityPredictor(get_output_folder(args.d, args.tr, args.p, args.c), folds, args.chk,
-                                    args.device)
+    try:
+        return MissingModalityPredictor(get_output_folder(args.d, args.tr, args.p, args.c), folds, args.chk,
+                                        args.device)
+    except CheckpointError as e:  # reported like the other input errors, without a traceback
+        raise ValueError(str(e)) from e
 
 
 def _cmd_predict(args) -> int:
     predictor = _missing_predictor(args)
-    missing = [n for n in (args.missing or "").split(",") if n]
+    missing = [n for option in args.missing for n in option.split(",") if n]
     used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities)
     for case, modalities in used.items():
         print(f"{case}: {', '.join(modalities)}")
@@ -177,7 +181,8 @@ def _cmd_evaluate_missing(args) -> int:
         else:
             images, references = args.i, args.ref
         table = evaluate_missing(predictor, images, references, args.o,
-                                 labels_or_regions_from_dataset_json(dataset_json), args.convention)
+                                 labels_or_regions_from_dataset_json(dataset_json), args.convention,
+                                 dataset_json["labels"].get("ignore"))
     keys = list(next(iter(table.values())))
     print(text_table([["modalities", *[f"Dice {k}" for k in keys]]]
                      + [[name, *[f"{row[k]:.3f}" for k in keys]] for name, row in table.items()]))
@@ -283,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
         if command == "predict":
             p.add_argument("-o", required=True, help="output folder")
-            p.add_argument("--missing", help="modalities to treat as missing, by dataset.json channel name: A,B")
+            p.add_argument("--missing", action="append", default=[], metavar="A[,B]",
+                           help="modalities to treat as missing, by dataset.json channel name (repeatable)")
             p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
             p.set_defaults(func=_cmd_predict)
         else:

@@ -1,5 +1,6 @@
 """Prediction with missing modalities and the modality-subset sweep, on tiny trained models."""
 
+import csv
 import json
 import shutil
 
@@ -43,7 +44,8 @@ def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, 
 def test_missing_option_errors(workspace, phantom_dataset, trained_maml_model, tmp_path):
     unknown = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "PET", check=False)
     assert unknown.returncode == 2 and "['PET']" in unknown.stderr and "T1" in unknown.stderr
-    every = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1,T2,FLAIR", check=False)
+    every = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1", "--missing", "T2,FLAIR",
+                    check=False)
     assert every.returncode == 2 and "every modality is missing" in every.stderr
     extra = tmp_path / "extra"
     shutil.copytree(phantom_dataset / "imagesTs", extra)
@@ -135,3 +137,128 @@ def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phanto
     written = sorted(p.name for p in output.iterdir())
     assert written == ["TestPhantom_010.nii.gz"]  # the first case complete, nothing of the second
     assert sitk.ReadImage(str(output / written[0])).GetSize() == (64, 64, 1)
+
+
+def damaged_copy(source, target, file_name, damage):
+    shutil.copytree(source, target)
+    damage(target / file_name)
+    return target
+
+
+def with_nan_voxels(path):
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array.flat[:3] = np.nan
+    damaged = sitk.GetImageFromArray(array)
+    damaged.CopyInformation(image)
+    sitk.WriteImage(damaged, str(path))
+
+
+def with_spacing(path):
+    image = sitk.ReadImage(str(path))
+    image.SetSpacing((1.0, 1.5, 1.0))
+    sitk.WriteImage(image, str(path))
+
+
+INPUT_BREAKAGES = {  # the last case, so a predictor working case by case would have written the others first
+    "nan": ("TestPhantom_011_0001.nii.gz", with_nan_voxels, "3 NaN/Inf voxels would give a wrong prediction",
+            "--missing T2"),
+    "spacing": ("TestPhantom_011_0002.nii.gz", with_spacing, "spacing (1.0, 1.5, 1.0) differs", "resample"),
+    "unreadable": ("TestPhantom_011_0000.nii.gz", lambda p: p.write_bytes(b"\x1f\x8b truncated"), "is unreadable",
+                   "re-export"),
+}
+
+
+def test_bad_input_is_refused_with_file_and_fix_before_anything_is_written(nnunet_paths, phantom_dataset,
+                                                                            trained_maml_model, tmp_path, capsys):
+    from nnunet_multimodal import cli
+
+    last_case = sorted((phantom_dataset / "imagesTs").glob("*_0000.nii.gz"))[-1]
+    assert last_case.name.startswith("TestPhantom_011")
+    for name, (file_name, damage, message, fix) in INPUT_BREAKAGES.items():
+        images = damaged_copy(phantom_dataset / "imagesTs", tmp_path / name, file_name, damage)
+        output = tmp_path / f"{name}_predictions"
+        code = cli.main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d",
+                         "-tr", MAML_TRAINER, "-p", TINY_PLANS])
+        error = capsys.readouterr().err
+        assert code == 2 and file_name in error and message in error and fix in error, (name, error)
+        assert not output.exists() or not any(output.iterdir()), name
+    code = cli.main(["predict", "-i", str(phantom_dataset / "imagesTs"), "-o", str(phantom_dataset / "imagesTs"),
+                     "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS])
+    assert code == 2 and "is the input folder" in capsys.readouterr().err
+
+
+def test_truncated_checkpoint_is_named_with_the_fix(nnunet_paths, trained_maml_model, tmp_path, capsys):
+    from nnunet_multimodal.training.checkpointing import CheckpointError
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_maml_model.parent, model, ignore=shutil.ignore_patterns("validation"))
+    checkpoint = model / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match=r"fold_0/checkpoint_final.pth is unreadable.*checkpoint_best.pth"):
+        MissingModalityPredictor(model, [0])
+
+
+def test_compiled_network_takes_the_mask_and_the_checkpoint_weights():
+    import torch
+    from arch_helpers import architecture
+
+    from nnunet_multimodal.inference.missing import AvailabilityBoundNetwork
+    from nnunet_multimodal.networks.maml import MAMLNet
+
+    trained, fresh = (MAMLNet(architecture(dim=2), 3, 0, 3, False, {}).eval() for _ in range(2))
+    available = torch.tensor([True, False, True])
+    bound = AvailabilityBoundNetwork(torch.compile(fresh, backend="eager"), available)
+    assert bound.takes_availability
+    bound.load_state_dict(trained.state_dict())          # keys without the compiled wrapper's "_orig_mod."
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(bound(x), trained(x, available=available.expand(2, -1)))
+
+
+def test_names_shared_by_several_channels_get_the_file_number():
+    from nnunet_multimodal.inference.missing import modality_labels
+
+    assert modality_labels(["CT", "CT", "MR"]) == ["CT_0000", "CT_0001", "MR"]
+    assert modality_labels(["T1", "T2"]) == ["T1", "T2"]
+
+
+class FixedPredictor:
+    """Writes the same segmentation for every subset: the sweep's bookkeeping without a network."""
+    modalities = ["A", "B"]
+    file_ending = ".nii.gz"
+
+    def __init__(self, prediction):
+        self.prediction = prediction
+
+    def predict_folder(self, input_folder, output_folder, missing_names):
+        output_folder.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(sitk.GetImageFromArray(self.prediction), str(output_folder / "case.nii.gz"))
+
+
+def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(tmp_path):
+    from nnunet_multimodal.inference.missing import evaluate_missing
+
+    reference = np.zeros((1, 8, 8), np.uint8)
+    reference[0, :4, :4] = 1
+    reference[0, 6:, 6:] = 3                                   # the ignore label, where the prediction says 1
+    prediction = np.where(reference == 3, 1, reference).astype(np.uint8)
+    (tmp_path / "ref").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(reference), str(tmp_path / "ref" / "case.nii.gz"))
+    stale = tmp_path / "out" / "predictions" / "A_B" / "gone.nii.gz"    # an earlier run's case, not in -ref
+    stale.parent.mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(reference), str(stale))
+
+    table = evaluate_missing(FixedPredictor(prediction), tmp_path, tmp_path / "ref", tmp_path / "out",
+                             [(1, 2), (2,)], ignore_label=3)
+    assert table["A+B"]["(1, 2)"] == 1.0                       # the false positives lie under the ignore label
+    assert not stale.exists()
+    text = (tmp_path / "out" / "table.json").read_text()
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in table.json"))
+    assert strict["A"]["(2,)"] is None                         # empty in both: NaN under nnU-Net's convention
+    rows = list(csv.reader((tmp_path / "out" / "table.csv").read_text().splitlines()))
+    assert rows[0] == ["modalities", "Dice (1, 2)", "Dice (2,)", "Dice mean"]
+    assert all(len(row) == 4 for row in rows) and len(rows) == 1 + 3 + 1
+    without_ignore = evaluate_missing(FixedPredictor(prediction), tmp_path, tmp_path / "ref", tmp_path / "out2",
+                                      [(1, 2), (2,)])
+    assert without_ignore["A+B"]["(1, 2)"] < 1.0

@@ -57,6 +57,10 @@ BREAKAGES = {
     "undeclared label": (lambda d: rewrite(d / "labelsTr" / "V_001.nii.gz", lambda im: _with_array(
         im, np.where(sitk.GetArrayFromImage(im) == 3, 7, sitk.GetArrayFromImage(im)).astype(np.uint8))),
         "V_001", "V_001.nii.gz", "label values [7] are not declared"),
+    "unreadable image": (lambda d: (d / "imagesTr" / "V_001_0000.nii.gz").write_bytes(b"\x1f\x8b truncated"),
+                         "V_001", "V_001_0000.nii.gz", "unreadable"),
+    "unreadable label": (lambda d: (d / "labelsTr" / "V_002.nii.gz").write_bytes(b"not an image"),
+                         "V_002", "V_002.nii.gz", "unreadable"),
     "label without images": (lambda d: shutil.copy(d / "labelsTr" / "V_000.nii.gz", d / "labelsTr" / "V_009.nii.gz"),
                              "V_009", "V_009.nii.gz", "label without images"),
     "missing label": (lambda d: (d / "labelsTr" / "V_002.nii.gz").unlink(),

@@ -34,12 +34,30 @@ def declared_label_values(labels: dict) -> set[int]:
     return {int(v) for v in values}
 
 
-def _geometry(image: sitk.Image) -> dict:
+READ_FIX = "re-export or replace the file"
+
+
+class UnreadableImage(ValueError):
+    """An image file SimpleITK cannot open, named with the fix."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} is unreadable ({reason}); {READ_FIX}")
+
+
+def read_image(path: Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:  # SimpleITK's message leads with its C++ source location; the reason comes last
+        raise UnreadableImage(path, str(e).strip().splitlines()[-1].split("sitk::ERROR:")[-1].strip()) from e
+
+
+def image_geometry(image: sitk.Image) -> dict:
     return {"shape": image.GetSize(), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
             "direction": image.GetDirection()}
 
 
-def _geometry_mismatch(reference: dict, other: dict) -> str | None:
+def geometry_mismatch(reference: dict, other: dict) -> str | None:
     if reference["shape"] != other["shape"]:
         return f"shape {other['shape']} differs from {reference['shape']}"
     if not np.allclose(reference["spacing"], other["spacing"], rtol=SPACING_RTOL, atol=0):
@@ -92,12 +110,16 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
                                 "remove the file, or declare the channel in dataset.json channel_names"))
     reference = None
     for channel in sorted(c for c in files if c < num_channels):
-        image = sitk.ReadImage(str(files[channel]))
-        geometry = _geometry(image)
+        try:
+            image = read_image(files[channel])
+        except UnreadableImage as e:
+            problems.append(Problem(case, files[channel].name, f"unreadable ({e.reason})", READ_FIX))
+            continue
+        geometry = image_geometry(image)
         if reference is None:
             reference = (files[channel].name, geometry)
         else:
-            mismatch = _geometry_mismatch(reference[1], geometry)
+            mismatch = geometry_mismatch(reference[1], geometry)
             if mismatch:
                 problems.append(Problem(case, files[channel].name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
         bad = count_non_finite(files[channel], image)
@@ -105,9 +127,13 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
             problems.append(Problem(case, files[channel].name, f"{bad} NaN/Inf voxels",
                                     "replace non-finite voxels (e.g. numpy.nan_to_num) or re-export the image"))
     if label_file is not None:
-        label = sitk.ReadImage(str(label_file))
+        try:
+            label = read_image(label_file)
+        except UnreadableImage as e:
+            problems.append(Problem(case, label_file.name, f"unreadable ({e.reason})", READ_FIX))
+            return problems
         if reference is not None:
-            mismatch = _geometry_mismatch(reference[1], _geometry(label))
+            mismatch = geometry_mismatch(reference[1], image_geometry(label))
             if mismatch:
                 problems.append(Problem(case, label_file.name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
         values = set(np.unique(sitk.GetArrayViewFromImage(label)).astype(int).tolist())

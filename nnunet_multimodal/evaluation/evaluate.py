@@ -51,7 +51,7 @@ def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions
     return {"reference_file": str(reference_file), "prediction_file": str(prediction_file), "metrics": metrics}
 
 
-def _nanmean(values) -> float:
+def nan_ignoring_mean(values) -> float:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(values)) if values else float("nan")
 
@@ -59,8 +59,8 @@ def _nanmean(values) -> float:
 def summarize(per_case: list[dict], convention: str) -> dict:
     keys = list(per_case[0]["metrics"]) if per_case else []
     metric_names = list(per_case[0]["metrics"][keys[0]]) if keys else []
-    mean = {k: {m: _nanmean([c["metrics"][k][m] for c in per_case]) for m in metric_names} for k in keys}
-    foreground_mean = {m: _nanmean([mean[k][m] for k in keys]) for m in metric_names}
+    mean = {k: {m: nan_ignoring_mean([c["metrics"][k][m] for c in per_case]) for m in metric_names} for k in keys}
+    foreground_mean = {m: nan_ignoring_mean([mean[k][m] for k in keys]) for m in metric_names}
     return {"metric_per_case": per_case, "mean": mean, "foreground_mean": foreground_mean,
             "convention": convention}
 
@@ -95,13 +95,13 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     return summarize(per_case, convention)
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -111,7 +111,7 @@ def write_outputs(summary: dict, output_folder: str | Path) -> dict[str, Path]:
     output_folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_folder / "summary.json", "csv": output_folder / "per_case.csv",
              "png": output_folder / "boxplots.png"}
-    write_text_atomic(paths["json"], json.dumps(_json_safe(summary), indent=2, sort_keys=True))
+    write_text_atomic(paths["json"], json.dumps(json_safe(summary), indent=2, sort_keys=True))
 
     rows = [(Path(c["prediction_file"]).name, k, m)
             for c in summary["metric_per_case"] for k, m in c["metrics"].items()]

@@ -8,9 +8,12 @@ with a warning unless they were trained with modality dropout.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,19 +23,29 @@ import torch
 from torch import nn
 
 from nnunet_multimodal.atomic_files import write_text_atomic
-from nnunet_multimodal.data.verify import group_case_files
+from nnunet_multimodal.data.verify import (
+    count_non_finite,
+    geometry_mismatch,
+    group_case_files,
+    image_geometry,
+    read_image,
+)
+from nnunet_multimodal.training.base import unwrap_network
+from nnunet_multimodal.training.checkpointing import read_checkpoint
 from nnunet_multimodal.training.modality_dropout import accepts_availability
 
 
 class AvailabilityBoundNetwork(nn.Module):
     """A trained network with a fixed availability mask, called the way nnU-Net's predictor calls networks.
-    State dicts pass straight through, so the predictor loads each fold's weights into the inner network."""
+    The predictor loads each fold's weights into the bare network (under torch.compile's wrapper, whose
+    state-dict keys carry an ``_orig_mod.`` prefix the checkpoints do not have); the forward goes through
+    the compiled one."""
 
     def __init__(self, network: nn.Module, available: torch.Tensor):
         super().__init__()
         self.network = network
         self.register_buffer("available", available.bool(), persistent=False)
-        self.takes_availability = accepts_availability(network)
+        self.takes_availability = accepts_availability(unwrap_network(network))
 
     def forward(self, x):
         if self.takes_availability:
@@ -40,7 +53,7 @@ class AvailabilityBoundNetwork(nn.Module):
         return self.network(x)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
+        return unwrap_network(self.network).load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 def trained_with_modality_dropout(model_folder: Path, fold, checkpoint: str) -> bool:
@@ -63,6 +76,14 @@ def ensure_writable(folder: Path) -> None:
                               f"folder (-o) or make this one writable") from e
 
 
+def modality_labels(channel_names: list[str]) -> list[str]:
+    """The names --missing and the subset sweep select modalities by: the dataset.json channel names, a name
+    that several channels share (nnU-Net picks normalisation by name, e.g. two "CT" phases) suffixed with
+    the channel's file number, as in CASE_0001."""
+    return [name if channel_names.count(name) == 1 else f"{name}_{channel:04d}"
+            for channel, name in enumerate(channel_names)]
+
+
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu"):
@@ -70,12 +91,22 @@ class MissingModalityPredictor:
 
         self.predictor = nnUNetPredictor(device=torch.device(device), perform_everything_on_device=device == "cuda",
                                          verbose=False, allow_tqdm=False)
-        self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+        try:
+            self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+        except Exception:
+            for fold in folds:  # nnU-Net's own error for a corrupt checkpoint does not name the file
+                read_checkpoint(Path(model_folder) / f"fold_{fold}" / checkpoint)
+            raise
+        configuration = self.predictor.configuration_manager
+        if configuration.previous_stage_name is not None:
+            raise ValueError(f"{Path(model_folder).name} is a cascade stage: its network also takes the segmentations "
+                             f"of {configuration.previous_stage_name}, which nnunet-mm predict does not pass; predict "
+                             f"it with nnUNetv2_predict -prev_stage_predictions (every modality present)")
         self.network = self.predictor.network
         channels = self.predictor.dataset_json["channel_names"]
-        self.modalities = [channels[k] for k in sorted(channels, key=int)]
+        self.modalities = modality_labels([channels[k] for k in sorted(channels, key=int)])
         self.file_ending = self.predictor.dataset_json["file_ending"]
-        self.trained_for_missing = (accepts_availability(self.network)
+        self.trained_for_missing = (accepts_availability(unwrap_network(self.network))
                                     or trained_with_modality_dropout(Path(model_folder), folds[0], checkpoint))
 
     def resolve_missing(self, names) -> set[int]:
@@ -85,23 +116,51 @@ class MissingModalityPredictor:
                              f"{self.modalities} (dataset.json channel_names)")
         return {self.modalities.index(n) for n in names}
 
-    def predict_case(self, files: dict[int, Path], missing: set[int], output_file_truncated: Path,
-                     save_probabilities: bool = False) -> list[str]:
-        """Predict one case; returns the modalities used. The output appears complete or not at all."""
-        from nnunetv2.inference.export_prediction import export_prediction_from_logits
-
+    def check_case(self, files: dict[int, Path], missing: set[int], case: str) -> set[int]:
+        """The case's absent modalities (``missing`` plus absent files). Input that would crash the prediction
+        midway or silently give a wrong one raises ValueError naming the file and the fix: channel files beyond
+        the model's modalities, nothing left to predict from, unreadable images, NaN/Inf voxels (SimpleITK's
+        NIfTI reader would turn them into zeros), channels on different grids."""
         m = len(self.modalities)
         extra = sorted(set(files) - set(range(m)))
         if extra:
-            raise ValueError(f"{output_file_truncated.name}: channel files {extra} are beyond the model's {m} "
-                             f"modalities ({', '.join(self.modalities)})")
+            raise ValueError(f"{case}: channel files {[files[c].name for c in extra]} are beyond the model's {m} "
+                             f"modalities ({', '.join(self.modalities)}); remove them from the input folder")
         absent = missing | (set(range(m)) - set(files))
         if len(absent) == m:
-            raise ValueError(f"{output_file_truncated.name}: every modality is missing; at least one of "
-                             f"{self.modalities} is needed")
+            raise ValueError(f"{case}: every modality is missing; at least one of {self.modalities} is needed")
+        reference = None
+        for channel in sorted(set(range(m)) - absent):
+            path = files[channel]
+            image = read_image(path)
+            if reference is None:
+                reference = (path, image_geometry(image))
+            else:
+                mismatch = geometry_mismatch(reference[1], image_geometry(image))
+                if mismatch:
+                    raise ValueError(f"{path}: {mismatch} (of {reference[0].name}); resample every channel of {case} "
+                                     f"onto one grid (e.g. SimpleITK.Resample onto {reference[0].name}) and rerun")
+            bad = count_non_finite(path, image)
+            if bad:
+                raise ValueError(f"{path}: {bad} NaN/Inf voxels would give a wrong prediction; replace them (e.g. "
+                                 f"numpy.nan_to_num) or re-export the image, or predict without this modality "
+                                 f"(--missing {self.modalities[channel]})")
+        return absent
+
+    def predict_case(self, files: dict[int, Path], missing: set[int], output_file_truncated: Path,
+                     save_probabilities: bool = False) -> list[str]:
+        """Check and predict one case; returns the modalities used. The output appears complete or not at all."""
+        absent = self.check_case(files, missing, output_file_truncated.name)
+        return self._predict_checked_case(files, absent, output_file_truncated, save_probabilities)
+
+    def _predict_checked_case(self, files: dict[int, Path], absent: set[int], output_file_truncated: Path,
+                              save_probabilities: bool) -> list[str]:
+        from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+        m = len(self.modalities)
         if absent and not self.trained_for_missing:
-            warnings.warn(f"{type(self.network).__name__} was not trained for missing modalities; "
-                          f"{[self.modalities[i] for i in sorted(absent)]} are given as zeros", stacklevel=2)
+            warnings.warn(f"{type(unwrap_network(self.network)).__name__} was not trained for missing modalities; "
+                          f"{[self.modalities[i] for i in sorted(absent)]} are given as zeros", stacklevel=3)
         stand_in = files[min(set(files) - absent)]
         image_files = [str(files[i]) if i not in absent else str(stand_in) for i in range(m)]
         configuration = self.predictor.configuration_manager
@@ -133,14 +192,19 @@ class MissingModalityPredictor:
 
     def predict_folder(self, input_folder: str | Path, output_folder: str | Path, missing_names=(),
                        save_probabilities: bool = False) -> dict[str, list[str]]:
+        """Every case is checked before the first is predicted, so bad input leaves no partial output."""
         missing = self.resolve_missing(missing_names)
-        cases = group_case_files(Path(input_folder), self.file_ending)
+        input_folder, output_folder = Path(input_folder), Path(output_folder)
+        if output_folder.resolve() == input_folder.resolve():
+            raise ValueError(f"-o {output_folder} is the input folder: the next run would read the predictions as "
+                             f"images; choose another output folder")
+        cases = group_case_files(input_folder, self.file_ending)
         if not cases:
             raise FileNotFoundError(f"no CASE_XXXX{self.file_ending} images in {input_folder}")
-        output_folder = Path(output_folder)
+        absent = {case: self.check_case(files, missing, case) for case, files in sorted(cases.items())}
         ensure_writable(output_folder)
-        used = {case: self.predict_case(files, missing, output_folder / case, save_probabilities)
-                for case, files in sorted(cases.items())}
+        used = {case: self._predict_checked_case(cases[case], absent[case], output_folder / case, save_probabilities)
+                for case in sorted(cases)}
         write_text_atomic(output_folder / "modalities_used.json", json.dumps(used, indent=2))
         return used
 
@@ -180,32 +244,34 @@ def fold_validation_cases(dataset_name: str, fold: int, file_ending: str, stagin
 
 
 def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Path, reference_folder: str | Path,
-                     output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet") -> dict:
-    """Predict and evaluate with every non-empty subset of modalities; writes table.json, table.csv and
-    heatmap.png; returns {subset: {label_or_region: Dice}} plus the mean over subsets."""
-    from nnunet_multimodal.evaluation.evaluate import evaluate_folders, write_outputs
+                     output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet",
+                     ignore_label: int | None = None) -> dict:
+    """Predict and evaluate with every non-empty subset of modalities; writes table.json (NaN as null),
+    table.csv and heatmap.png; returns {subset: {label_or_region: Dice}} plus the mean over subsets."""
+    from nnunet_multimodal.evaluation.evaluate import evaluate_folders, json_safe, nan_ignoring_mean, write_outputs
 
     output_folder = Path(output_folder)
     table = {}
     for subset in modality_subsets(predictor.modalities):
         name = "+".join(subset)
         folder = output_folder / "predictions" / name.replace("+", "_")
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier run's cases would be evaluated too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             predictor.predict_folder(input_folder, folder, [m for m in predictor.modalities if m not in subset])
         summary = evaluate_folders(reference_folder, folder, labels_or_regions, predictor.file_ending, convention,
-                                   progress=False)
+                                   ignore_label=ignore_label, progress=False)
         table[name] = {k: v["Dice"] for k, v in summary["mean"].items()}
         table[name]["mean"] = summary["foreground_mean"]["Dice"]
         write_outputs(summary, folder)
     keys = list(next(iter(table.values())))
-    table["mean over subsets"] = {k: float(np.nanmean([row[k] for row in table.values()])) for k in keys}
-    output_folder.mkdir(parents=True, exist_ok=True)
-    (output_folder / "table.json").write_text(json.dumps(table, indent=2))
-    with open(output_folder / "table.csv", "w") as f:
-        f.write("modalities," + ",".join(f"Dice {k}" for k in keys) + "\n")
-        for name, row in table.items():
-            f.write(name + "," + ",".join(f"{row[k]:.4f}" for k in keys) + "\n")
+    table["mean over subsets"] = {k: nan_ignoring_mean([row[k] for row in table.values()]) for k in keys}
+    write_text_atomic(output_folder / "table.json", json.dumps(json_safe(table), indent=2))
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["modalities", *[f"Dice {k}" for k in keys]])
+    writer.writerows([name, *[f"{row[k]:.4f}" for k in keys]] for name, row in table.items())
+    write_text_atomic(output_folder / "table.csv", rows.getvalue())
     _heatmap(table, keys, output_folder / "heatmap.png")
     return table
 
