@@ -14,7 +14,7 @@ from torch import nn
 from nnunet_multimodal.training import checkpointing
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.checkpointing import PLUGIN_KEY, CheckpointError
-from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD_modalityDropout
+from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD, nnUNetTrainerCMSAD_modalityDropout
 from nnunet_multimodal.training.knobs import read_knobs
 from nnunet_multimodal.training.loss_terms import LossTerm
 from nnunet_multimodal.training.maml import nnUNetTrainerMAML
@@ -163,6 +163,13 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(trained_aux, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]
 
 
+def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path):
+    written_plainly = tmp_path / "plain"
+    written_plainly.write_bytes(b"")
+    checkpointing.atomic_torch_save({"network_weights": {}}, tmp_path / "checkpoint_final.pth")
+    assert (tmp_path / "checkpoint_final.pth").stat().st_mode == written_plainly.stat().st_mode
+
+
 def test_unusable_checkpoints_give_clear_errors(trained_aux, tmp_path):
     good = tmp_path / "good.pth"
     trained_aux.save_checkpoint(str(good))
@@ -239,6 +246,17 @@ def test_knob_value_the_network_cannot_take_rejected_before_anything_is_written(
     with pytest.raises(ValueError, match="branch_width must be 'auto' or a number in \\(0, 1\\], got 5"):
         BadKnobMAML(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
     assert not list(nnunet_paths.results.rglob("BadKnobMAML*"))
+
+
+def test_distillation_stages_beyond_the_plans_rejected_before_anything_is_written(preprocessed_folder, nnunet_paths):
+    class DeepDistillCMSAD(nnUNetTrainerCMSAD):
+        distill_stages = (-9, -1)
+
+    plans = json.loads((preprocessed_folder / f"{TINY_PLANS}.json").read_text())
+    dataset_json = json.loads((preprocessed_folder / "dataset.json").read_text())
+    with pytest.raises(ValueError, match=r"DeepDistillCMSAD.distill_stages: .*\(-9, -1\).*in \[-4, 4\)"):
+        DeepDistillCMSAD(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
+    assert not list(nnunet_paths.results.rglob("DeepDistillCMSAD*"))
 
 
 def test_knobs_merge_defaults_and_reject_unknown_names():

@@ -30,6 +30,7 @@ from nnunet_multimodal.networks.plans_architecture import (
     grouped_transposed_conv,
 )
 from nnunet_multimodal.networks.scff import availability_weights
+from nnunet_multimodal.networks.segmentation_head import SegmentationHead
 
 DEFAULT_KNOBS = {
     "branch_width": 0.5,              # the authors' code: half the plans' base width per modality U-Net
@@ -124,7 +125,7 @@ class MAMLNet(nn.Module):
         self.modality_aware = ModalityAwareModules(conv, architecture.norm_op, architecture.norm_op_kwargs,
                                                    architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c,
                                                    convolutions)
-        self.head = conv(c, num_classes, 1)
+        self.head = SegmentationHead(conv, c, num_classes)
         self.apply(architecture.initializer())
 
     def set_deep_supervision(self, enabled: bool) -> None:

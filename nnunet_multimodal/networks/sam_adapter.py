@@ -28,6 +28,7 @@ from nnunet_multimodal.networks.sam_config import (
     check_knobs,
 )
 from nnunet_multimodal.networks.scff import availability_weights
+from nnunet_multimodal.networks.segmentation_head import SegmentationHead
 
 
 class CrossModalityAttentionAdapter(nn.Module):
@@ -176,7 +177,7 @@ class UpsamplingDecoder(nn.Module):
                 nn.Conv2d(out, out, 3, padding=1), LayerNorm2d(out), nn.GELU()))
             in_channels = out
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Conv2d(in_channels, num_outputs, 1)
+        self.head = SegmentationHead(nn.Conv2d, in_channels, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(x))

@@ -25,6 +25,7 @@ def atomic_torch_save(obj, filename: str | os.PathLike) -> None:
     filename = Path(filename)
     fd, tmp = tempfile.mkstemp(prefix=f".{filename.name}.", suffix=".tmp", dir=filename.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the checkpoint from the user's group
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -33,6 +34,12 @@ def atomic_torch_save(obj, filename: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def plugin_stamp(knobs: dict) -> dict:
@@ -67,7 +74,8 @@ def check_plugin_checkpoint(checkpoint: dict, trainer_name: str, source: str) ->
         raise CheckpointError(
             f"Checkpoint {source} was not written by nnunet-multimodal (trainer "
             f"'{checkpoint.get('trainer_name', 'unknown')}'), so {trainer_name} cannot resume from it. To start from "
-            f"its weights instead, train with -pretrained_weights {source}."
+            f"its weights instead, train with -pretrained_weights {source} (the networks must match: a method "
+            f"network does not take a plain nnU-Net network's weights; nnUNetTrainerMMPlain does)."
         )
     if checkpoint.get("trainer_name") != trainer_name:
         raise CheckpointError(

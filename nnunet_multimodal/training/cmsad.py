@@ -30,9 +30,22 @@ class nnUNetTrainerCMSAD(nnUNetTrainerMultiModalBase):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.distillation = CrossModalAttentionDistillation(self.distill_stages, self.distill_cross_pairs,
-                                                            self.distill_self, self.attention_p,
-                                                            self.attention_normalization)
+        self.distillation = self.build_distillation()
+
+    @classmethod
+    def build_distillation(cls) -> CrossModalAttentionDistillation:
+        return CrossModalAttentionDistillation(cls.distill_stages, cls.distill_cross_pairs, cls.distill_self,
+                                               cls.attention_p, cls.attention_normalization)
+
+    @classmethod
+    def check_architecture(cls, plans_manager, configuration, dataset_json) -> None:
+        super().check_architecture(plans_manager, configuration, dataset_json)
+        architecture = PlansArchitecture.from_configuration(plans_manager.get_configuration(configuration))
+        try:
+            cls.build_distillation().resolve_stages(architecture.n_stages)
+        except ValueError as e:
+            raise ValueError(f"{cls.__name__}.distill_stages: {e}; give stage indices in [-{architecture.n_stages}, "
+                             f"{architecture.n_stages}) (negative: counted from the deepest stage)") from e
 
     @classmethod
     def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
