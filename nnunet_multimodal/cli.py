@@ -139,7 +139,7 @@ def _missing_predictor(args):
     folds = [f if f == "all" else int(f) for f in args.f]
     try:
         return MissingModalityPredictor(get_output_folder(args.d, args.tr, args.p, args.c), folds, args.chk,
-                                        args.device)
+                                        args.device, args.step_size, not args.disable_tta)
     except CheckpointError as e:  # reported like the other input errors, without a traceback
         raise ValueError(str(e)) from e
 
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
         p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
         p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+        p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch "
+                                                                   "(default: 0.5, as nnUNetv2_predict)")
+        p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
         if command == "predict":
             p.add_argument("-o", required=True, help="output folder")
             p.add_argument("--missing", action="append", default=[], metavar="A[,B]",

@@ -2,7 +2,7 @@
 
 Writes a phantom dataset, runs nnU-Net's own console scripts (plan_and_preprocess, train, predict) for a
 method trainer and a plain nnUNetTrainer on the same tiny plans, schedule and fold, evaluates the held-out
-cases with nnU-Net's evaluation and prints a comparison. The data is synthetic: the numbers show that the
+cases with `nnunet-mm evaluate`'s code and prints a comparison. The data is synthetic: the numbers show that the
 pipeline works, not how the methods compare on real images.
 """
 

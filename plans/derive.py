@@ -67,7 +67,7 @@ def parse_knob(assignment: str) -> tuple[str, str, object]:
     key, sep, raw = assignment.partition("=")
     section, dot, name = key.partition(".")
     if not sep or not dot or not section or not name:
-        raise ValueError(f"--set expects SECTION.KNOB=VALUE (e.g. cmsad.distill_weight=0.2), got {assignment!r}")
+        raise ValueError(f"--set expects SECTION.KNOB=VALUE (e.g. maml.branch_width=0.25), got {assignment!r}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -133,7 +133,7 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
         raise KeyError(f"{source_file} has no configuration {unknown}; it has {sorted(source['configurations'])}")
     target = folder / f"{plans_name}.json"
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite or choose another plans name")
+        raise FileExistsError(f"{target} exists; choose another plans name (-o) or delete it first")
     derived = derive_plans(source, configurations, plans_name, tiny, knobs)
     if knobs:
         dataset_json_file = folder / "dataset.json"

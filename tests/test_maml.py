@@ -33,6 +33,19 @@ def test_fused_and_branch_outputs(dim, modalities):
         assert net(x).shape == (2, 3, *(16,) * dim)
 
 
+def test_cascade_channels_go_to_every_branch():
+    torch.manual_seed(0)
+    net = MAMLNet(architecture(dim=3), 2, 3, 3, False, {}).eval()
+    x = torch.randn(1, 5, 16, 16, 16)
+    with torch.no_grad():
+        assert net(x).shape == (1, 3, 16, 16, 16)
+        changed = x.clone()
+        changed[:, 2:] = 0                     # the previous stage's one-hot channels reach the output
+        assert not torch.allclose(net(x), net(changed))
+    with pytest.raises(ValueError, match="2 modality channels \\+ 3 cascade channels, got 4"):
+        net(x[:, :4])
+
+
 @pytest.mark.parametrize("kind", ["PlainConvUNet", "ResidualEncoderUNet"])
 @pytest.mark.parametrize("dim", [2, 3])
 def test_split_branch_convolutions_compute_the_grouped_network(dim, kind):

@@ -216,6 +216,18 @@ def test_compiled_network_takes_the_mask_and_the_checkpoint_weights():
         torch.testing.assert_close(bound(x), trained(x, available=available.expand(2, -1)))
 
 
+def test_sliding_window_flags_reach_nnunets_predictor(nnunet_paths, trained_maml_model):
+    from nnunet_multimodal.cli import _missing_predictor, build_parser
+
+    args = build_parser().parse_args(["predict", "-i", "in", "-o", "out", "-d", str(DATASET_ID), "-c", "2d", "-tr",
+                                      MAML_TRAINER, "-p", TINY_PLANS, "-step_size", "0.75", "--disable_tta"])
+    predictor = _missing_predictor(args).predictor
+    assert predictor.tile_step_size == 0.75 and predictor.use_mirroring is False
+    default = _missing_predictor(build_parser().parse_args(["evaluate-missing", "-o", "out", "-d", str(DATASET_ID),
+                                                           "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]))
+    assert default.predictor.tile_step_size == 0.5 and default.predictor.use_mirroring is True
+
+
 def test_names_shared_by_several_channels_get_the_file_number():
     from nnunet_multimodal.inference.missing import modality_labels
 

@@ -86,10 +86,11 @@ def modality_labels(channel_names: list[str]) -> list[str]:
 
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
-                 device: str = "cpu"):
+                 device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True):
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-        self.predictor = nnUNetPredictor(device=torch.device(device), perform_everything_on_device=device == "cuda",
+        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
+                                         device=torch.device(device), perform_everything_on_device=device == "cuda",
                                          verbose=False, allow_tqdm=False)
         try:
             self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
