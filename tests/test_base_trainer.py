@@ -191,6 +191,23 @@ def test_unusable_checkpoints_give_clear_errors(trained_aux, tmp_path):
         trained_aux.load_checkpoint(future)
 
 
+def with_knobs(checkpoint: dict, **changes) -> dict:
+    stamp = checkpoint[PLUGIN_KEY]
+    return dict(checkpoint, **{PLUGIN_KEY: dict(stamp, knobs=dict(stamp["knobs"], **changes))})
+
+
+def test_resuming_with_other_modalities_or_architecture_knobs_is_refused(trained_aux, tmp_path):
+    checkpoint = trained_aux.checkpoint_payload()
+    with pytest.raises(CheckpointError, match=r"modalities: \['A', 'B', 'C'\] in the checkpoint, \['T1', 'T2', "
+                                              r"'FLAIR'\] now"):
+        trained_aux.load_checkpoint(with_knobs(checkpoint, modalities=["A", "B", "C"]))
+    with pytest.raises(CheckpointError, match=r"architecture: \{'branch_width': 0.75\} in the checkpoint.*plans"):
+        trained_aux.load_checkpoint(with_knobs(checkpoint, architecture={"branch_width": 0.75}))
+    trained_aux.load_checkpoint(with_knobs(checkpoint, plugin_version="0.0.1", modality_dropout_p=0.5))
+    resumed = [line.strip() for line in Path(trained_aux.log_file).read_text().split("resuming with")[1:]]
+    assert resumed == ["modality_dropout_p = 0.0 (the checkpoint was trained with 0.5)"]
+
+
 def test_modality_dropout_masks_reach_network(preprocessed_folder, nnunet_paths):
     trainer = make_trainer(DropoutAuxTrainer, preprocessed_folder)
     trainer.initialize()

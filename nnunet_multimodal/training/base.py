@@ -25,7 +25,10 @@ from torch._dynamo import OptimizedModule
 from nnunet_multimodal import __version__
 from nnunet_multimodal.training.checkpointing import (
     PLUGIN_KEY,
+    WEIGHT_SHAPING_KNOBS,
+    CheckpointError,
     atomic_torch_save,
+    changed_knobs,
     check_plugin_checkpoint,
     plugin_stamp,
     read_checkpoint,
@@ -311,6 +314,20 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
             return
         atomic_torch_save(self.checkpoint_payload(), filename)
 
+    def check_checkpoint_knobs(self, written: dict, source: str) -> None:
+        """Refuse a checkpoint trained with other modalities or architecture knobs; log other knob changes
+        (a loss weight, the schedule), which resuming continues with."""
+        changed = changed_knobs(written, self.effective_knobs())
+        refused = {k: v for k, v in changed.items() if k in WEIGHT_SHAPING_KNOBS}
+        if refused:
+            listed = "; ".join(f"{k}: {old} in the checkpoint, {new} now" for k, (old, new) in refused.items())
+            raise CheckpointError(
+                f"Checkpoint {source} was trained with other settings ({listed}). Resume with the plans and "
+                f"dataset.json it was trained with, or start a new run for the new settings (another plans "
+                f"identifier, or -pretrained_weights {source} where the architecture still matches).")
+        for name, (old, new) in changed.items():
+            self.print_to_log_file(f"resuming with {name} = {new} (the checkpoint was trained with {old})")
+
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         # nnU-Net 2.8.1's own load_checkpoint fails on a dict argument (unbound local); this one takes both.
         if not self.was_initialized:
@@ -320,6 +337,7 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         else:
             checkpoint, source = read_checkpoint(filename_or_checkpoint, self.device), str(filename_or_checkpoint)
         check_plugin_checkpoint(checkpoint, self.__class__.__name__, source)
+        self.check_checkpoint_knobs(checkpoint[PLUGIN_KEY].get("knobs", {}), source)
 
         network = unwrap_network(self.network)
         weights = {k[7:] if k.startswith("module.") and k not in network.state_dict() else k: v

@@ -66,6 +66,17 @@ def read_checkpoint(filename: str | os.PathLike, map_location="cpu") -> dict:
     return checkpoint
 
 
+# What the network's weights and the data's meaning depend on: resuming across a change of these would load
+# weights into another architecture or train on channels that mean something else.
+WEIGHT_SHAPING_KNOBS = ("modalities", "architecture")
+
+
+def changed_knobs(written: dict, current: dict) -> dict[str, tuple]:
+    """{knob: (in the checkpoint, now)} for every knob that differs, the plugin version aside."""
+    return {name: (written.get(name), current.get(name)) for name in sorted(set(written) | set(current))
+            if name != "plugin_version" and written.get(name) != current.get(name)}
+
+
 def check_plugin_checkpoint(checkpoint: dict, trainer_name: str, source: str) -> None:
     """Refuse checkpoints this trainer cannot restore: written without the plugin, by another trainer, or
     in a checkpoint format this plugin version does not read."""
