@@ -385,3 +385,27 @@ def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, b
     assert np.array_equal(array(tmp_path / "out" / "BraTS2021_00002.nii.gz"),
                           convert_labels_back_to_BraTS(array(tmp_path / "missing" / "case.nii.gz")))
     assert set(np.unique(array(tmp_path / "out" / "BraTS2021_00002.nii.gz"))) <= {0, 1, 2, 4}
+
+
+def test_nan_voxels_in_a_staged_case_fail_that_case_naming_the_file(workspace, brats_phantom_model, nnunet_paths,
+                                                                     monkeypatch, tmp_path, capsys):
+    raw, _ = brats_phantom_model
+    monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
+    submission = tmp_path / "submission"
+    assert main(["submission", "build", "-d", str(BRATS_ID), "--layout", "brats", "-o", str(submission), "-tr",
+                 DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]) == 0
+    cases = brats2021_input(raw, tmp_path / "in")
+    for name in sorted(cases)[1:]:
+        shutil.rmtree(tmp_path / "in" / name)
+    t2 = cases["BraTS2021_00000"]["t2"]
+    image = sitk.ReadImage(str(t2))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array.flat[:4] = np.nan
+    damaged = sitk.GetImageFromArray(array)
+    damaged.CopyInformation(image)
+    sitk.WriteImage(damaged, str(t2))
+    capsys.readouterr()
+    assert runner.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-device", "cpu"], submission) == 1
+    report = capsys.readouterr().err
+    assert "0 case(s) written" in report and f"{t2} has 4 NaN/Inf voxels" in report
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from nnunet_multimodal.data.convert.common import ConversionError
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout
+from nnunet_multimodal.data.verify import UnreadableImage, count_non_finite, read_image
 
 SUBMISSION_FILE = "submission.json"
 GENERIC_LAYOUT = "nnunet"   # nnU-Net's own naming: CASE_XXXX<file_ending> in one folder, the model's labels
@@ -158,6 +159,19 @@ def check_readable(files: dict[int, Path]) -> None:
             raise CaseError(f"{path} is unreadable: {str(e).strip().splitlines()[-1]}") from e
 
 
+def check_finite(files: dict[int, Path]) -> None:
+    """Checked on the case's own files: staging reads them with SimpleITK, whose NIfTI reader makes NaNs zeros
+    (unstaged cases are checked by the predictor)."""
+    for path in files.values():
+        try:
+            bad = count_non_finite(path, read_image(path))
+        except UnreadableImage as e:
+            raise CaseError(str(e)) from e
+        if bad:
+            raise CaseError(f"{path} has {bad} NaN/Inf voxels, which would give a wrong segmentation; replace them "
+                            f"(e.g. numpy.nan_to_num) or re-export the image")
+
+
 def label_lookup(layout: Layout) -> np.ndarray:
     mapping = layout.output_label_map()
     lut = np.zeros(max(mapping) + 1, np.uint16 if max(mapping.values()) > 255 else np.uint8)
@@ -223,6 +237,7 @@ def run_submission(submission: Submission, input_root: Path, output_root: Path, 
                 check_channels(case, modalities, trained_for_missing,
                                reference_required=layout is not None and not layout.co_registered)
                 if case.stage:
+                    check_finite(case.channels)
                     files = stage_case(case, work / "input", "case", file_ending)
                 else:
                     check_readable(case.channels)
