@@ -265,11 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-ending", default=".nii.gz", help="file ending without -djfile (default: .nii.gz)")
     p.add_argument("-o", help="output folder (default: the prediction folder)")
     p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet",
-                   help="empty masks: nnunet = NaN when both empty; brats = Dice 1/HD95 0 when both empty, "
-                        "HD95 374 when one is")
+                   help="empty masks: nnunet = Dice NaN when both are empty, HD95 NaN when either is (means skip "
+                        "NaN); brats = Dice 1/HD95 0 when both are empty, HD95 374 when one is")
     p.add_argument("--lesion-wise", action="store_true", help="add BraTS 2023-style lesion-wise Dice and HD95")
-    p.add_argument("--lesion-dilation", type=int, default=0, help="dilation iterations grouping reference lesions")
-    p.add_argument("--lesion-min-volume", type=int, default=0, help="ignore lesions smaller than this (voxels)")
+    p.add_argument("--lesion-dilation", type=int, default=0,
+                   help="dilation iterations grouping reference lesions and matching predictions (BraTS glioma: 3)")
+    p.add_argument("--lesion-min-volume", type=float, default=0,
+                   help="reference lesions of at most this volume (mm³) are left out (BraTS 2023 glioma: 50)")
     p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
     p.set_defaults(func=_cmd_evaluate)
 

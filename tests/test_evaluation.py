@@ -77,8 +77,38 @@ def test_lesion_wise_matching():
     assert result["reference_lesions"] == 2 and result["false_positive_lesions"] == 1
     assert result["lesion_dice"] == pytest.approx(1 / 3)
     assert result["lesion_hd95"] == pytest.approx(2 * HD95_CAP / 3)
-    small_ignored = lesion_wise(reference[0], prediction[0], (1, 1), LesionSettings(min_volume=5))
-    assert small_ignored["false_positive_lesions"] == 0 and small_ignored["lesion_dice"] == pytest.approx(0.5)
+    assert lesion_wise(reference[0], prediction[0], (1, 1), LesionSettings(min_volume=35))["reference_lesions"] == 2
+    assert lesion_wise(reference[0], prediction[0], (1, 1), LesionSettings(min_volume=36))["reference_lesions"] == 0
+
+
+def test_prediction_on_a_lesion_left_out_is_no_false_positive():
+    reference, prediction = lesions_case()
+    prediction[0, 21:24, 21:24] = True     # B found in part
+    result = lesion_wise(reference[0], prediction[0], (0.5, 0.5), LesionSettings(min_volume=9))  # A, B: 9 mm²
+    assert result == {"lesion_dice": 0.0, "lesion_hd95": HD95_CAP, "reference_lesions": 0,
+                      "false_positive_lesions": 1}
+
+
+def test_predictions_within_the_dilated_lesion_match_it():
+    reference = np.zeros((20, 20), bool)
+    reference[5:10, 5:10] = True
+    prediction = reference.copy()
+    prediction[11:13, 5:10] = True         # one row of background between it and the lesion: 2 steps away
+    apart = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=1))
+    assert apart["false_positive_lesions"] == 1 and apart["lesion_dice"] == pytest.approx(0.5)
+    near = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=2))
+    assert near["false_positive_lesions"] == 0 and near["lesion_dice"] == pytest.approx(2 * 25 / (25 + 35))
+
+
+def test_dilation_reaches_18_neighbours_in_3d():
+    reference = np.zeros((8, 8, 8), bool)
+    reference[2, 2, 2] = True
+    corner, edge = np.zeros_like(reference), np.zeros_like(reference)
+    corner[3, 3, 3] = True                  # a corner neighbour of the lesion: 26- but not 18-connected
+    edge[3, 3, 2] = True                    # an edge neighbour: 18-connected
+    settings = LesionSettings(dilation=1)
+    assert lesion_wise(reference, corner, (1, 1, 1), settings)["false_positive_lesions"] == 1
+    assert lesion_wise(reference, edge, (1, 1, 1), settings)["false_positive_lesions"] == 0
 
 
 def test_lesion_dilation_groups_nearby_components():
@@ -167,3 +197,16 @@ def test_cli_outputs_and_errors(folders, tmp_path, capsys):
     write(np.zeros((1, 32, 32)), pred / "extra.nii.gz")
     with pytest.raises(FileNotFoundError, match="no reference"):
         evaluate_folders(ref, pred, [1], progress=False)
+
+
+def test_png_dataset_evaluated_twice_into_its_prediction_folder(tmp_path, capsys):
+    label = np.zeros((16, 16), np.uint8)
+    label[4:10, 4:10] = 1
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / folder / "case.png"))
+    for _ in range(2):      # the first run leaves boxplots.png among the predictions
+        assert main(["evaluate", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-l", "1",
+                     "--file-ending", ".png"]) == 0
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == 1 and summary["mean"]["1"]["Dice"] == 1.0

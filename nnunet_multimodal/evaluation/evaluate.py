@@ -16,6 +16,7 @@ from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, reg
 from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.evaluation.metrics import CONVENTIONS, LesionSettings, mask_metrics
 
+OUTPUT_NAMES = ("summary.json", "per_case.csv", "boxplots.png")
 SUMMARY_METRICS = ("Dice", "IoU", "HD95", "lesion_dice", "lesion_hd95")
 
 
@@ -76,7 +77,9 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
-    predictions = sorted(prediction_folder.glob(f"*{file_ending}"))
+    # our own outputs (boxplots.png in a PNG dataset's prediction folder, hidden partial files) are no cases
+    predictions = sorted(p for p in prediction_folder.glob(f"*{file_ending}")
+                         if not p.name.startswith(".") and p.name not in OUTPUT_NAMES)
     if not predictions:
         raise FileNotFoundError(f"no *{file_ending} predictions in {prediction_folder}")
     missing = [p.name for p in predictions if not (reference_folder / p.name).is_file()]
@@ -109,8 +112,7 @@ def write_outputs(summary: dict, output_folder: str | Path) -> dict[str, Path]:
     """summary.json (NaN written as null), per_case.csv and boxplots.png; each written via a temporary file."""
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": output_folder / "summary.json", "csv": output_folder / "per_case.csv",
-             "png": output_folder / "boxplots.png"}
+    paths = {kind: output_folder / name for kind, name in zip(("json", "csv", "png"), OUTPUT_NAMES)}
     write_text_atomic(paths["json"], json.dumps(json_safe(summary), indent=2, sort_keys=True))
 
     rows = [(Path(c["prediction_file"]).name, k, m)
