@@ -37,18 +37,23 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_plans(args) -> int:
+    import json
     from pathlib import Path
 
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from nnunet_multimodal.plans.derive import write_derived_plans
+    from nnunet_multimodal.plans.derive import inheriting_configurations, write_derived_plans
 
     if not nnUNet_preprocessed.is_set():
         raise SystemExit("nnUNet_preprocessed is not set: run `nnunet-mm env` to see how to set it")
     folder = Path(nnUNet_preprocessed.get()) / maybe_convert_to_dataset_name(args.d)
     name = args.o or f"{args.p}_mm{'tiny' if args.tiny else ''}"
-    target = write_derived_plans(folder, args.p, args.c, name, args.tiny, args.set)
+    target = write_derived_plans(folder, args.p, args.c, name, args.tiny, args.set, args.force)
+    inheriting = inheriting_configurations(json.loads(target.read_text()), args.c)
+    if inheriting:
+        print(f"{', '.join(inheriting)} inherit{'s' if len(inheriting) == 1 else ''} from {', '.join(args.c)} and "
+              f"get{'s' if len(inheriting) == 1 else ''} the same changes")
     print(f"wrote {target}\nuse it with: nnUNetv2_train {args.d} {args.c[0]} FOLD -tr TRAINER -p {name}")
     return 0
 
@@ -237,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="small patch, 4 stages of 16-128 features, small batch")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KNOB=VALUE",
                    help="method knob stored under configurations[c]['multimodal'][SECTION] (JSON value)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing plans of this name with other settings (models trained with them no longer "
+                        "match)")
     p.set_defaults(func=_cmd_plans)
 
     p = sub.add_parser("demo", help="phantom dataset -> plan -> train method and baseline -> predict -> compare")

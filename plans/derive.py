@@ -3,7 +3,8 @@
 The derived file keeps every configuration's ``data_identifier`` and spacing, so the data nnU-Net already
 preprocessed is reused as it is; only the architecture, patch and batch size (``--tiny``) and the
 ``multimodal`` knobs change. Changed configurations are written resolved (no ``inherits_from``) with a
-complete ``architecture`` block, because nnU-Net merges inherited configurations shallowly.
+complete ``architecture`` block, because nnU-Net merges inherited configurations shallowly; configurations
+inheriting from a changed one (the cascade from ``3d_fullres``) get its changes, and their knobs are checked.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def resolve_configuration(plans: dict, name: str) -> dict:
     resolved = resolve_configuration(plans, parent)
     resolved.update(configuration)
     return resolved
+
+
+def inheriting_configurations(plans: dict, names: list[str]) -> list[str]:
+    """The configurations that inherit, directly or not, from one of ``names``: nnU-Net resolves them through
+    it, so they get its changes (``3d_cascade_fullres`` those of ``3d_fullres``)."""
+    def ancestors(name: str) -> list[str]:
+        parent = plans["configurations"][name].get("inherits_from")
+        return [] if parent is None else [parent, *ancestors(parent)]
+
+    return sorted(c for c in plans["configurations"] if c not in names and set(ancestors(c)) & set(names))
 
 
 def tiny_configuration(configuration: dict) -> dict:
@@ -108,7 +119,7 @@ def check_method_knobs(plans: dict, configurations: list[str], dataset_json: dic
     trainers = method_trainers()
     plans_manager = PlansManager(plans)
     for name in configurations:
-        for section in (plans["configurations"][name].get(PLANS_KEY) or {}):
+        for section in (resolve_configuration(plans, name).get(PLANS_KEY) or {}):
             if section not in trainers:
                 raise ValueError(f"unknown knob section {section!r} in configuration {name!r}; the sections are "
                                  f"{sorted(trainers)} (SECTION.KNOB=VALUE)")
@@ -120,7 +131,10 @@ def check_method_knobs(plans: dict, configurations: list[str], dataset_json: dic
 
 def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_name: str,
                         configurations: list[str], plans_name: str, tiny: bool, knobs: list[str] = (),
-                        overwrite: bool = True) -> Path:
+                        force: bool = False) -> Path:
+    """Write the derived plans as ``plans_name``. Rerunning with the same result is a no-op; a different result
+    under an existing name is refused without ``force``: nnU-Net reads the plans again for every fold and for
+    ``--c``, so folds trained with the old file would no longer match it."""
     folder = Path(preprocessed_dataset_folder)
     source_file = folder / f"{source_plans_name}.json"
     if not source_file.is_file():
@@ -131,15 +145,26 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
     unknown = [c for c in configurations if c not in source["configurations"]]
     if unknown:
         raise KeyError(f"{source_file} has no configuration {unknown}; it has {sorted(source['configurations'])}")
+    if plans_name == source_plans_name:
+        raise ValueError(f"-o {plans_name} is the source plans (-p): derived plans get their own identifier, so "
+                         f"that nnU-Net's plans and the models trained with them stay as they are")
     target = folder / f"{plans_name}.json"
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; choose another plans name (-o) or delete it first")
-    derived = derive_plans(source, configurations, plans_name, tiny, knobs)
+    derived = json.loads(json.dumps(derive_plans(source, configurations, plans_name, tiny, knobs)))
     if knobs:
         dataset_json_file = folder / "dataset.json"
         if not dataset_json_file.is_file():
             raise FileNotFoundError(f"{dataset_json_file} does not exist: nnUNetv2_plan_and_preprocess writes it; "
                                     f"run it for this dataset first")
-        check_method_knobs(derived, configurations, json.loads(dataset_json_file.read_text()))
+        check_method_knobs(derived, [*configurations, *inheriting_configurations(derived, configurations)],
+                           json.loads(dataset_json_file.read_text()))
+    if target.exists() and not force:
+        existing = json.loads(target.read_text())
+        if existing != derived:
+            changed = sorted(c for c in set(existing.get("configurations", {})) | set(derived["configurations"])
+                             if existing.get("configurations", {}).get(c) != derived["configurations"].get(c))
+            raise FileExistsError(
+                f"{target} exists with other settings (configurations {changed}), and folds trained with it would no "
+                f"longer match it. Derive every configuration in one command (-c 2d 3d_fullres ...), choose another "
+                f"identifier (-o), or pass --force to replace it")
     write_text_atomic(target, json.dumps(derived, indent=4))
     return target

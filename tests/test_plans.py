@@ -92,6 +92,29 @@ def test_write_derived_plans(tmp_path):
         write_derived_plans(tmp_path, "nnUNetPlans", ["2d"], "x", tiny=True)
 
 
+def test_configurations_inheriting_from_a_changed_one():
+    from nnunet_multimodal.plans.derive import inheriting_configurations
+
+    assert inheriting_configurations(PLANS, ["3d_fullres"]) == ["3d_cascade_fullres"]
+    assert inheriting_configurations(PLANS, ["3d_cascade_fullres"]) == []
+
+
+def test_existing_plans_are_kept_unless_the_result_is_the_same_or_forced(tmp_path):
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(PLANS))
+    with pytest.raises(ValueError, match="is the source plans"):
+        write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "nnUNetPlans", tiny=True)
+    assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == PLANS
+    target = write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "mine", tiny=True)
+    written = target.read_text()
+    assert write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "mine", tiny=True) == target  # same: fine
+    with pytest.raises(FileExistsError, match=r"other settings \(configurations \['3d_fullres'\]\).*--force"):
+        write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "mine", tiny=False)
+    assert target.read_text() == written
+    write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "mine", tiny=False, force=True)
+    assert json.loads(target.read_text())["configurations"]["3d_fullres"] != json.loads(written)["configurations"][
+        "3d_fullres"]
+
+
 def test_cli_on_real_preprocessed_dataset(preprocessed_folder):
     plans = json.loads((preprocessed_folder / "nnUNetPlans_mmtiny.json").read_text())
     original = json.loads((preprocessed_folder / "nnUNetPlans.json").read_text())
