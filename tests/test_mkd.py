@@ -9,7 +9,14 @@ import torch
 from arch_helpers import architecture, configuration
 from conftest import DATASET_ID, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
-from nnunet_multimodal.data.mkd_assistant import ENTRY_KEY, AssistantError, check_compatible, find_assistant
+from nnunet_multimodal.data.mkd_assistant import (
+    ASSISTANT_MARK,
+    ENTRY_KEY,
+    AssistantError,
+    check_compatible,
+    check_new_plans_identifier,
+    find_assistant,
+)
 from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
 from nnunet_multimodal.losses.image_alignment import (
     cycle_consistency_loss,
@@ -138,6 +145,7 @@ def test_mkd_prepare_keeps_the_assistants_own_normalisation(workspace, mkd_assis
     assert assistant_plans["foreground_intensity_properties_per_channel"] == \
         own_plans["foreground_intensity_properties_per_channel"]
     assert assistant_2d["spacing"] == target_2d["spacing"] and assistant_2d["patch_size"] == target_2d["patch_size"]
+    assert assistant_plans[ASSISTANT_MARK] == mkd_assistant.parent.name
     cases = list((assistant_folder / entry["data_identifier"]["2d"]).glob("*.pkl"))
     assert len(cases) == 8
 
@@ -160,6 +168,20 @@ def test_find_assistant_errors(workspace, nnunet_paths, phantom_dataset, mkd_ass
         find_assistant(other_patch, "2d", dataset_json)
     with pytest.raises(AssistantError, match="labels"):
         find_assistant(plans, "2d", dict(dataset_json, labels={"background": 0, "organ": 1}))
+
+
+def test_new_plans_identifier_never_replaces_plans_the_user_has(tmp_path):
+    with pytest.raises(AssistantError, match="'__'"):
+        check_new_plans_identifier("a__b", "nnUNetPlans", "nnUNetPlans", tmp_path)
+    with pytest.raises(AssistantError, match="target's own plans"):
+        check_new_plans_identifier("P", "P", "nnUNetPlans", tmp_path)
+    with pytest.raises(AssistantError, match="assistant's own plans"):
+        check_new_plans_identifier("A", "P", "A", tmp_path)
+    (tmp_path / "Other.json").write_text(json.dumps({"plans_name": "Other"}))
+    with pytest.raises(AssistantError, match="Other.json exists and was not written by mkd-prepare"):
+        check_new_plans_identifier("Other", "P", "A", tmp_path)
+    (tmp_path / "Ours.json").write_text(json.dumps({"plans_name": "Ours", ASSISTANT_MARK: "Dataset001_T"}))
+    check_new_plans_identifier("Ours", "P", "A", tmp_path)      # preparing again replaces our own
 
 
 def test_check_compatible_channels_and_labels():

@@ -17,7 +17,10 @@ from pathlib import Path
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_multimodal.atomic_files import write_text_atomic
+
 ENTRY_KEY = "mkd_assistant"
+ASSISTANT_MARK = "mkd_assistant_of"  # in the assistant-side plans: written by mkd-prepare for this target
 
 
 class AssistantError(ValueError):
@@ -60,6 +63,22 @@ def check_compatible(target_json: dict, assistant_json: dict, target_name: str, 
             f"The alignment module translates images channel for channel: give both datasets the same channels.")
 
 
+def check_new_plans_identifier(name: str, plans_identifier: str, assistant_plans_identifier: str,
+                               assistant_folder: Path) -> None:
+    """The new identifier names plans written into both datasets and the assistant's preprocessed data, which
+    nnU-Net's preprocessing deletes and rewrites: it must not be one of the plans the user already has."""
+    if "__" in name:
+        raise AssistantError(f"plans identifier {name!r} must not contain '__' (nnU-Net splits result folders on it)")
+    if name in (plans_identifier, assistant_plans_identifier):
+        raise AssistantError(f"-o {name} would overwrite the {'target' if name == plans_identifier else 'assistant'}'s "
+                             f"own plans and the assistant's data preprocessed with them; choose a new identifier "
+                             f"(default: {plans_identifier}_mkd_<assistant dataset name>)")
+    existing = assistant_folder / f"{name}.json"
+    if existing.is_file() and ASSISTANT_MARK not in json.loads(existing.read_text()):
+        raise AssistantError(f"{existing} exists and was not written by mkd-prepare: preparing would replace it and "
+                             f"the data preprocessed with it; choose another identifier with -o")
+
+
 def prepare_assistant(target: str | int, assistant: str | int, plans_identifier: str = "nnUNetPlans",
                       configurations: tuple[str, ...] = ("2d",), assistant_plans_identifier: str = "nnUNetPlans",
                       new_plans_identifier: str | None = None, num_processes: int = 1) -> Path:
@@ -95,9 +114,11 @@ def prepare_assistant(target: str | int, assistant: str | int, plans_identifier:
                                  f"3d_lowres)")
 
     name = new_plans_identifier or f"{plans_identifier}_mkd_{assistant_name}"
+    check_new_plans_identifier(name, plans_identifier, assistant_plans_identifier, assistant_folder)
     move_plans_between_datasets(target_name, assistant_name, plans_identifier, name)
     assistant_plans_file = assistant_folder / f"{name}.json"
     assistant_plans = json.loads(assistant_plans_file.read_text())
+    assistant_plans[ASSISTANT_MARK] = target_name
     assistant_plans["foreground_intensity_properties_per_channel"] = \
         own_plans["foreground_intensity_properties_per_channel"]
     own = PlansManager(own_plans)
@@ -106,7 +127,7 @@ def prepare_assistant(target: str | int, assistant: str | int, plans_identifier:
                                                   else next(iter(own_plans["configurations"])))
         assistant_plans["configurations"][c]["normalization_schemes"] = own_configuration.normalization_schemes
         assistant_plans["configurations"][c]["use_mask_for_norm"] = own_configuration.use_mask_for_norm
-    assistant_plans_file.write_text(json.dumps(assistant_plans, indent=4))
+    write_text_atomic(assistant_plans_file, json.dumps(assistant_plans, indent=4))
 
     preprocess_dataset(int(assistant_name[7:10]), name, configurations, [num_processes])
 
@@ -116,9 +137,7 @@ def prepare_assistant(target: str | int, assistant: str | int, plans_identifier:
         "dataset": assistant_name, "plans": name,
         "data_identifier": {c: assistant_manager.get_configuration(c).data_identifier for c in configurations}}
     target_file = target_folder / f"{name}.json"
-    tmp = target_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(mkd_plans, indent=4))
-    tmp.replace(target_file)
+    write_text_atomic(target_file, json.dumps(mkd_plans, indent=4))
     return target_file
 
 
