@@ -238,6 +238,33 @@ def generic_submission(workspace, inference_information, tmp_path_factory) -> Pa
     return folder
 
 
+def test_build_takes_the_models_from_the_dataset_wherever_the_selection_file_lies(workspace, inference_information,
+                                                                                   nnunet_paths, tmp_path, capsys):
+    moved = tmp_path / "kept_elsewhere.json"
+    shutil.copy(inference_information, moved)
+    common = ["submission", "build", "-d", str(DATASET_ID), "--layout", "nnunet"]
+    assert main([*common, "-o", str(tmp_path / "s"), "--info", str(moved)]) == 0
+    spec = json.loads((tmp_path / "s" / "submission.json").read_text())
+    best = json.loads(inference_information.read_text())["best_model_or_ensemble"]
+    assert len(spec["models"]) == len(best["selected_model_or_models"])
+    assert main([*common, "-o", str(tmp_path / "t"), "-c", "2d"]) == 2
+    assert "-c select models with -tr" in capsys.readouterr().err
+    assert main([*common, "-o", str(tmp_path / "u"), "-tr", CMSAD_TRAINER, "-c", "2d", "--no-postprocessing"]) == 2
+    assert "with -tr, give the postprocessing with -pp_pkl_file" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
+
+
+def test_runner_with_a_corrupt_checkpoint_names_it_and_exits_2(generic_submission, phantom_dataset, tmp_path, capsys):
+    submission = tmp_path / "submission"
+    shutil.copytree(generic_submission, submission)
+    checkpoint = next(submission.rglob("checkpoint_final.pth"))
+    checkpoint.write_bytes(checkpoint.read_bytes()[:4096])
+    assert runner.main(["-i", str(phantom_dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-device", "cpu"],
+                       submission) == 2
+    error = capsys.readouterr().err
+    assert f"{checkpoint.relative_to(submission)} is unreadable" in error and "Traceback" not in error
+
+
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     return [tuple(line.split(None, 1)) for line in lines]

@@ -37,15 +37,15 @@ class ModelSource:
     checkpoint: str = "checkpoint_final.pth"
 
 
-def selection_from_inference_information(info_file: Path, checkpoint: str,
+def selection_from_inference_information(info_file: Path, dataset_folder: Path, checkpoint: str,
                                          postprocessing: bool) -> tuple[list[ModelSource], Path | None, dict]:
-    """The models, folds and postprocessing that ``nnUNetv2_find_best_configuration`` selected."""
+    """The models, folds and postprocessing that ``nnUNetv2_find_best_configuration`` selected; the models
+    are looked up in ``dataset_folder`` (the dataset's folder in nnUNet_results), wherever the file lies."""
     if not info_file.is_file():
         raise FileNotFoundError(f"{info_file} is missing: run nnUNetv2_find_best_configuration first, or name "
                                 f"the model with -tr/-c/-p/-f")
     info = json.loads(info_file.read_text())
     best = info["best_model_or_ensemble"]
-    dataset_folder = info_file.parent
     models = [ModelSource(dataset_folder / f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}",
                           tuple(info["folds"]), checkpoint) for m in best["selected_model_or_models"]]
     pp_file = None
@@ -267,13 +267,20 @@ def build_command(args) -> int:
     if args.tr:
         if not args.c:
             raise ValueError("-tr needs -c (the configurations to package)")
+        if args.info or args.no_postprocessing:
+            raise ValueError("--info and --no-postprocessing select from nnUNetv2_find_best_configuration's output; "
+                             "with -tr, give the postprocessing with -pp_pkl_file (or leave it out)")
         folds = tuple(f if f == "all" else int(f) for f in args.f)
         models = [ModelSource(dataset_folder / f"{t}__{args.p}__{c}", folds, args.chk) for t in args.tr for c in args.c]
         postprocessing = Path(args.pp_pkl_file) if args.pp_pkl_file else None
         note = {"selected_by": "-tr " + " ".join(args.tr) + " -c " + " ".join(args.c) + f" -p {args.p}"}
     else:
+        ignored = [flag for flag, value in (("-c", args.c), ("-pp_pkl_file", args.pp_pkl_file)) if value]
+        if ignored:
+            raise ValueError(f"{' and '.join(ignored)} select models with -tr; without -tr the models, folds and "
+                             f"postprocessing come from nnUNetv2_find_best_configuration's inference_information.json")
         info = Path(args.info) if args.info else dataset_folder / "inference_information.json"
-        models, postprocessing, note = selection_from_inference_information(info, args.chk,
+        models, postprocessing, note = selection_from_inference_information(info, dataset_folder, args.chk,
                                                                             not args.no_postprocessing)
     output = build_submission(args.o, args.layout, models, postprocessing, note)
     print(f"wrote {output}: {len(models)} model(s) ({', '.join(m.folder.name for m in models)}), folds "

@@ -288,7 +288,7 @@ def main(argv: list[str] | None, submission_folder: str | Path) -> int:
         submission = Submission.load(submission_folder)
         output_root = Path(args.o)
         written, failures = run_submission(submission, Path(args.i), output_root, device)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # the submission or its folders are unusable
         print(f"submission: error: {e}", file=sys.stderr)
         return 2
     print(summary(written, failures, output_root), file=sys.stderr if failures else sys.stdout)
