@@ -79,7 +79,7 @@ def _cmd_convert(args) -> int:
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_multimodal.data.convert.common import ConversionError
-    from nnunet_multimodal.data.convert.formats import convert
+    from nnunet_multimodal.data.convert.formats import convert, convert_mmwhs
     from nnunet_multimodal.data.convert.msd import convert_msd
 
     if not nnUNet_raw.is_set():
@@ -88,9 +88,8 @@ def _cmd_convert(args) -> int:
     try:
         if args.format == "msd":
             written = [(convert_msd(args.source, raw, args.d), None)]
-        elif args.format == "mmwhs":  # one dataset per modality, sharing the label map: CT = -d, MR = -d + 1
-            written = [convert(f"mmwhs_{m}", args.source, raw, args.d + i, args.name and f"{args.name}_{m.upper()}",
-                               args.skip_bad, progress=True) for i, m in enumerate(("ct", "mr"))]
+        elif args.format == "mmwhs":
+            written = convert_mmwhs(args.source, raw, args.d, args.name, args.skip_bad, progress=True)
         else:
             written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress=True)]
     except ConversionError as e:

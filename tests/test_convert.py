@@ -186,6 +186,44 @@ def test_mmwhs_two_datasets_with_one_label_map(tmp_path, monkeypatch, capsys):
     assert json.loads((mr / "dataset.json").read_text())["channel_names"] == {"0": "MR"}
 
 
+def mmwhs_source(root, modalities=("ct", "mr"), label_dtype=np.uint16, extra_value=None):
+    for modality in modalities:
+        label = np.zeros((6, 8, 8), label_dtype)
+        label[1], label[2] = 205, 500
+        if extra_value is not None:
+            label[3, 0, 0] = extra_value
+        write_volume(np.random.default_rng(1).random((6, 8, 8)).astype(np.float32),
+                     root / f"{modality}_train" / f"{modality}_train_1001_image.nii.gz", (1.0, 1.0, 1.0))
+        write_volume(label, root / f"{modality}_train" / f"{modality}_train_1001_label.nii.gz", (1.0, 1.0, 1.0))
+    return root
+
+
+def test_mmwhs_writes_both_datasets_or_neither(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    (tmp_path / "raw").mkdir()
+    assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "ct_only", ("ct",))), "-d", "40"]) == 1
+    assert "mr_train" in capsys.readouterr().err and not list((tmp_path / "raw").iterdir())
+    source = mmwhs_source(tmp_path / "src")
+    assert main(["convert", "mmwhs", str(source), "-d", "999"]) == 2
+    assert "outside 1-999" in capsys.readouterr().err and not list((tmp_path / "raw").iterdir())
+
+
+def test_dataset_id_taken_in_preprocessed_or_results_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    (tmp_path / "pre" / "Dataset040_Old").mkdir(parents=True)
+    assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "src")), "-d", "39"]) == 2
+    error = capsys.readouterr().err
+    assert "dataset id 40 is taken" in error and "Dataset040_Old" in error and "-d" in error
+    assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())
+
+
+def test_fractional_label_values_are_refused_not_truncated(tmp_path):
+    source = mmwhs_source(tmp_path / "src", ("ct",), np.float32, extra_value=205.6)
+    with pytest.raises(ConversionError, match=r"non-integer label values \[205.6"):
+        convert("mmwhs_ct", source, tmp_path / "raw", 40)
+
+
 def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
     task = tmp_path / "Task05_Prostate"
     rng = np.random.default_rng(2)

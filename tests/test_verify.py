@@ -61,6 +61,9 @@ BREAKAGES = {
                          "V_001", "V_001_0000.nii.gz", "unreadable"),
     "unreadable label": (lambda d: (d / "labelsTr" / "V_002.nii.gz").write_bytes(b"not an image"),
                          "V_002", "V_002.nii.gz", "unreadable"),
+    "fractional label": (lambda d: rewrite(d / "labelsTr" / "V_000.nii.gz", lambda im: _with_array(
+        im, np.where(sitk.GetArrayFromImage(im) == 1, 1.5, sitk.GetArrayFromImage(im)).astype(np.float32))),
+        "V_000", "V_000.nii.gz", "non-integer label values [1.5]"),
     "label without images": (lambda d: shutil.copy(d / "labelsTr" / "V_000.nii.gz", d / "labelsTr" / "V_009.nii.gz"),
                              "V_009", "V_009.nii.gz", "label without images"),
     "missing label": (lambda d: (d / "labelsTr" / "V_002.nii.gz").unlink(),

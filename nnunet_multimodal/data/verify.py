@@ -52,6 +52,17 @@ def read_image(path: Path) -> sitk.Image:
         raise UnreadableImage(path, str(e).strip().splitlines()[-1].split("sitk::ERROR:")[-1].strip()) from e
 
 
+FRACTIONAL_LABEL_FIX = "re-export it as an integer image (nearest-neighbour interpolation if it was resampled)"
+
+
+def label_values(label: sitk.Image) -> tuple[set[int], list[float]]:
+    """The whole-number values of a label map, and (up to 5) fractional ones, which casting to integers would
+    silently turn into another label (a float label map that was interpolated, for instance)."""
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    whole = values == np.round(values)
+    return set(values[whole].astype(int).tolist()), values[~whole][:5].tolist()
+
+
 def image_geometry(image: sitk.Image) -> dict:
     return {"shape": image.GetSize(), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
             "direction": image.GetDirection()}
@@ -136,7 +147,10 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
             mismatch = geometry_mismatch(reference[1], image_geometry(label))
             if mismatch:
                 problems.append(Problem(case, label_file.name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
-        values = set(np.unique(sitk.GetArrayViewFromImage(label)).astype(int).tolist())
+        values, fractional = label_values(label)
+        if fractional:
+            problems.append(Problem(case, label_file.name, f"non-integer label values {fractional}",
+                                    FRACTIONAL_LABEL_FIX))
         undeclared = sorted(values - allowed_labels)
         if undeclared:
             problems.append(Problem(case, label_file.name, f"label values {undeclared} are not declared in "

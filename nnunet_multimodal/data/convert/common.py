@@ -68,16 +68,28 @@ class ConversionReport:
         return "\n".join(lines)
 
 
+def check_dataset_id_free(raw_folder: str | Path, dataset_id: int) -> None:
+    """nnU-Net resolves an id through nnUNet_raw, nnUNet_preprocessed and nnUNet_results: a dataset folder with
+    this id in any of them would make the new dataset ambiguous."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+    if not 0 < dataset_id < 1000:
+        raise ValueError(f"dataset id {dataset_id} is outside 1-999, the ids nnU-Net reads from folder names")
+    roots = [Path(raw_folder), *(Path(p.get()) for p in (nnUNet_preprocessed, nnUNet_results) if p.is_set())]
+    for root in roots:
+        existing = sorted(root.glob(f"Dataset{dataset_id:03d}_*")) if root.is_dir() else []
+        if existing:
+            raise FileExistsError(f"dataset id {dataset_id} is taken ({existing[0]}); choose another id with -d, "
+                                  f"or remove that folder")
+
+
 class DatasetWriter:
     """Writes into a hidden staging folder next to the target and renames it into place at the end, so an
     interrupted or failed conversion never leaves a half-written ``DatasetXXX_Name``."""
 
     def __init__(self, raw_folder: str | Path, dataset_id: int, name: str):
         raw_folder = Path(raw_folder)
-        existing = sorted(raw_folder.glob(f"Dataset{dataset_id:03d}_*")) if raw_folder.is_dir() else []
-        if existing:
-            raise FileExistsError(f"dataset id {dataset_id} already exists ({existing[0]}); choose another id "
-                                  f"or remove that folder")
+        check_dataset_id_free(raw_folder, dataset_id)
         self.target = raw_folder / f"Dataset{dataset_id:03d}_{name}"
         self.staging = raw_folder / f".{self.target.name}.partial"
         shutil.rmtree(self.staging, ignore_errors=True)

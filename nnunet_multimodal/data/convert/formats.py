@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from nnunet_multimodal.data.convert.common import (
     ConversionError,
     ConversionReport,
     DatasetWriter,
+    check_dataset_id_free,
     read_image,
     resample_onto,
     same_grid,
 )
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout, LayoutCase
+from nnunet_multimodal.data.verify import FRACTIONAL_LABEL_FIX, label_values
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ def convert_case(case: LayoutCase, fmt: Format, report: ConversionReport) -> tup
     layout = fmt.layout
     images = channels_on_reference_grid(list(case.channels), report.resampled)
     label = read_image(case.label)
-    values = set(np.unique(sitk.GetArrayViewFromImage(label)).astype(int).tolist())
+    values, fractional = label_values(label)
+    if fractional:
+        raise ConversionError(f"{case.label} has non-integer label values {fractional}; {FRACTIONAL_LABEL_FIX}")
     unexpected = sorted(values - set(layout.allowed_label_values))
     if unexpected:
         raise ConversionError(f"{case.label} has label values {unexpected}; the {fmt.name} format defines "
@@ -93,6 +98,26 @@ def convert_case(case: LayoutCase, fmt: Format, report: ConversionReport) -> tup
         report.resampled.append(f"{case.label.name} onto {reference.name} (nearest neighbour)")
     label = resample_onto(label, images[0], is_label=True, source=case.label)
     return images, label
+
+
+def convert_mmwhs(source: str | Path, raw_folder: str | Path, dataset_id: int, name: str | None = None,
+                  skip_bad: bool = False, progress: bool = False) -> list[tuple[Path, ConversionReport]]:
+    """MM-WHS as two datasets sharing the label map: CT as ``dataset_id``, MR as the next id. Both are written
+    or neither (a CT dataset without its MR partner would block the rerun's id)."""
+    modalities = ("ct", "mr")
+    for offset, modality in enumerate(modalities):
+        FORMATS[f"mmwhs_{modality}"].cases(Path(source))
+        check_dataset_id_free(raw_folder, dataset_id + offset)
+    written = []
+    try:
+        for offset, modality in enumerate(modalities):
+            written.append(convert(f"mmwhs_{modality}", source, raw_folder, dataset_id + offset,
+                                   name and f"{name}_{modality.upper()}", skip_bad, progress))
+    except BaseException:
+        for folder, _ in written:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return written
 
 
 def convert(fmt_name: str, source: str | Path, raw_folder: str | Path, dataset_id: int, name: str | None = None,

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from nnunet_multimodal.data.convert.common import ConversionError
+from nnunet_multimodal.data.convert.common import ConversionError, check_dataset_id_free
 from nnunet_multimodal.data.verify import verify_dataset
 
 
@@ -14,9 +14,7 @@ def convert_msd(source: str | Path, raw_folder: str | Path, dataset_id: int) -> 
     from nnunetv2.dataset_conversion.convert_MSD_dataset import convert_msd_dataset
 
     raw_folder = Path(raw_folder)
-    existing = sorted(raw_folder.glob(f"Dataset{dataset_id:03d}_*")) if raw_folder.is_dir() else []
-    if existing:
-        raise FileExistsError(f"dataset id {dataset_id} already exists ({existing[0]}); choose another id")
+    check_dataset_id_free(raw_folder, dataset_id)  # nnU-Net's own check would be reported as a bad task folder
     staging = raw_folder / f".msd-{dataset_id}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
