@@ -123,6 +123,8 @@ def _cmd_evaluate(args) -> int:
         labels_or_regions, file_ending, ignore_label = args.l, args.file_ending, None
     else:
         raise ValueError("pass -djfile dataset.json (labels and regions from it) or -l LABEL [LABEL ...]")
+    if (args.lesion_dilation or args.lesion_min_volume) and not args.lesion_wise:
+        raise ValueError("--lesion-dilation and --lesion-min-volume set up the lesion-wise metrics: add --lesion-wise")
     lesions = LesionSettings(args.lesion_dilation, args.lesion_min_volume) if args.lesion_wise else None
     summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention, lesions,
                                ignore_label, args.np)

@@ -191,6 +191,8 @@ def test_cli_outputs_and_errors(folders, tmp_path, capsys):
     assert summary["convention"] == "brats" and "lesion_dice" in summary["mean"]["1"]
     assert (out / "per_case.csv").read_text().count("\n") == 1 + 3 * 3
     assert (out / "boxplots.png").stat().st_size > 1000
+    assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "--lesion-dilation", "3"]) == 2
+    assert "add --lesion-wise" in capsys.readouterr().err
     write(np.zeros((1, 16, 16)), pred / "c0.nii.gz")
     assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "-o", str(out)]) == 2
     assert "c0.nii.gz" in capsys.readouterr().err

@@ -160,7 +160,7 @@ def test_find_assistant_errors(workspace, nnunet_paths, phantom_dataset, mkd_ass
     with pytest.raises(AssistantError, match="prepared for"):
         find_assistant(dict(plans, **{ENTRY_KEY: dict(plans[ENTRY_KEY], data_identifier={})}), "2d", dataset_json)
     unprepared = dict(plans[ENTRY_KEY], data_identifier={"2d": "never_preprocessed"})
-    with pytest.raises(AssistantError, match="not preprocessed"):
+    with pytest.raises(AssistantError, match=rf"not preprocessed.*-p {TINY_PLANS} -c 2d -o {MKD_PLANS}` again"):
         find_assistant(dict(plans, **{ENTRY_KEY: unprepared}), "2d", dataset_json)
     other_patch = json.loads(mkd_assistant.read_text())
     other_patch["configurations"]["2d"]["patch_size"] = [32, 32]

@@ -134,7 +134,7 @@ def prepare_assistant(target: str | int, assistant: str | int, plans_identifier:
     assistant_manager = PlansManager(assistant_plans)
     mkd_plans = dict(target_plans, plans_name=name)
     mkd_plans[ENTRY_KEY] = {
-        "dataset": assistant_name, "plans": name,
+        "dataset": assistant_name, "plans": name, "source_plans": plans_identifier,
         "data_identifier": {c: assistant_manager.get_configuration(c).data_identifier for c in configurations}}
     target_file = target_folder / f"{name}.json"
     write_text_atomic(target_file, json.dumps(mkd_plans, indent=4))
@@ -165,8 +165,9 @@ def find_assistant(target_plans: dict, configuration: str, target_dataset_json: 
             f"The assistant {entry['dataset']} was prepared for {sorted(entry['data_identifier'])}, not "
             f"{configuration}: run `nnunet-mm mkd-prepare ... -c {configuration}` again.")
     root = _preprocessed_root()
-    rerun = (f"Run `nnunet-mm mkd-prepare -d {target_plans.get('dataset_name')} -a {entry['dataset']} "
-             f"-c {configuration}` again.")
+    source = f" -p {entry['source_plans']}" if "source_plans" in entry else ""
+    rerun = (f"Run `nnunet-mm mkd-prepare -d {target_plans.get('dataset_name')} -a {entry['dataset']}{source} "
+             f"-c {configuration} -o {entry['plans']}` again.")
     assistant_folder = root / entry["dataset"]
     folder = assistant_folder / entry["data_identifier"][configuration]
     if not folder.is_dir() or not any(folder.iterdir()):
