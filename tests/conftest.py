@@ -30,6 +30,19 @@ def run_tool(command: list, env: dict, timeout: float = 900, check: bool = True)
     return result
 
 
+def write_nan_voxels(path: Path, count: int) -> None:
+    """Rewrite an image file with its first ``count`` voxels NaN (as float32), geometry kept."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array.flat[:count] = np.nan
+    damaged = sitk.GetImageFromArray(array)
+    damaged.CopyInformation(image)
+    sitk.WriteImage(damaged, str(path))
+
+
 @dataclass
 class NnunetWorkspace:
     root: Path

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool
+from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.inference.missing import MissingModalityPredictor, modality_subsets
 
@@ -145,15 +145,6 @@ def damaged_copy(source, target, file_name, damage):
     return target
 
 
-def with_nan_voxels(path):
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    array.flat[:3] = np.nan
-    damaged = sitk.GetImageFromArray(array)
-    damaged.CopyInformation(image)
-    sitk.WriteImage(damaged, str(path))
-
-
 def with_spacing(path):
     image = sitk.ReadImage(str(path))
     image.SetSpacing((1.0, 1.5, 1.0))
@@ -161,8 +152,8 @@ def with_spacing(path):
 
 
 INPUT_BREAKAGES = {  # the last case, so a predictor working case by case would have written the others first
-    "nan": ("TestPhantom_011_0001.nii.gz", with_nan_voxels, "3 NaN/Inf voxels would give a wrong prediction",
-            "--missing T2"),
+    "nan": ("TestPhantom_011_0001.nii.gz", lambda path: write_nan_voxels(path, 3),
+            "3 NaN/Inf voxels would give a wrong prediction", "--missing T2"),
     "spacing": ("TestPhantom_011_0002.nii.gz", with_spacing, "spacing (1.0, 1.5, 1.0) differs", "resample"),
     "unreadable": ("TestPhantom_011_0000.nii.gz", lambda p: p.write_bytes(b"\x1f\x8b truncated"), "is unreadable",
                    "re-export"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLANS, run_tool
+from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
@@ -425,12 +425,7 @@ def test_nan_voxels_in_a_staged_case_fail_that_case_naming_the_file(workspace, b
     for name in sorted(cases)[1:]:
         shutil.rmtree(tmp_path / "in" / name)
     t2 = cases["BraTS2021_00000"]["t2"]
-    image = sitk.ReadImage(str(t2))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    array.flat[:4] = np.nan
-    damaged = sitk.GetImageFromArray(array)
-    damaged.CopyInformation(image)
-    sitk.WriteImage(damaged, str(t2))
+    write_nan_voxels(t2, 4)
     capsys.readouterr()
     assert runner.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-device", "cpu"], submission) == 1
     report = capsys.readouterr().err
