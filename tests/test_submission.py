@@ -86,6 +86,13 @@ def test_layout_scan_finds_cases_missing_and_extra_files(tmp_path):
     assert LAYOUTS["isles22"].prediction_path(tmp_path, case) == tmp_path / "sub-1/ses-1/sub-1_ses-1_msk.nii.gz"
 
 
+def test_generic_layout_ignores_hidden_files_and_names_stray_ones(tmp_path):
+    for name in ("CASE_001_0000.nii.gz", "CASE_001_0001.nii.gz", ".DS_Store", "notes.txt"):
+        touch(tmp_path / "in" / name)
+    cases, failures = find_cases("nnunet", tmp_path / "in", tmp_path / "out", 2, ".nii.gz")
+    assert [c.name for c in cases] == ["CASE_001"] and list(failures) == ["notes.txt"]
+
+
 def test_output_labels_invert_the_converters_label_maps():
     from nnunetv2.dataset_conversion.Dataset137_BraTS21 import convert_labels_back_to_BraTS
 

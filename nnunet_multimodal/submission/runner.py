@@ -88,7 +88,7 @@ def find_cases(layout_name: str, input_root: Path, output_root: Path, num_channe
         named = {p for files in groups.values() for p in files.values()}
         failures = {p.name: f"{p} is not named CASE_XXXX{file_ending} (nnU-Net's naming, channels 0000-"
                             f"{num_channels - 1:04d}); rename or remove it"
-                    for p in sorted(input_root.iterdir()) if p not in named}
+                    for p in sorted(input_root.iterdir()) if p not in named and not p.name.startswith(".")}
         cases = []
         for name, files in sorted(groups.items()):
             beyond = sorted(c for c in files if c >= num_channels)
