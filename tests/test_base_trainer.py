@@ -163,6 +163,13 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(trained_aux, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]
 
 
+def test_temporary_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    stale = tmp_path / ".checkpoint_best.pth.6hzolmg2.tmp"        # what SIGKILL during torch.save leaves
+    stale.write_bytes(b"half a checkpoint")
+    checkpointing.atomic_torch_save({"network_weights": {}}, tmp_path / "checkpoint_latest.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]
+
+
 def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path):
     written_plainly = tmp_path / "plain"
     written_plainly.write_bytes(b"")

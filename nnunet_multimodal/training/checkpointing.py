@@ -21,8 +21,11 @@ class CheckpointError(RuntimeError):
 
 def atomic_torch_save(obj, filename: str | os.PathLike) -> None:
     """torch.save to a temporary file beside ``filename``, then rename: a kill mid-save never leaves a
-    truncated ``filename`` behind, and the previous file stays intact until the new one is complete."""
+    truncated ``filename`` behind, and the previous file stays intact until the new one is complete. Temporary
+    files that a save killed outright (SIGKILL, power loss) left in the folder are removed first."""
     filename = Path(filename)
+    for stale in filename.parent.glob(f".*{filename.suffix}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{filename.name}.", suffix=".tmp", dir=filename.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the checkpoint from the user's group
