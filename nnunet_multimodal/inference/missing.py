@@ -152,10 +152,11 @@ class MissingModalityPredictor:
                      save_probabilities: bool = False) -> list[str]:
         """Check and predict one case; returns the modalities used. The output appears complete or not at all."""
         absent = self.check_case(files, missing, output_file_truncated.name)
-        return self._predict_checked_case(files, absent, output_file_truncated, save_probabilities)
+        return self.predict_checked_case(files, absent, output_file_truncated, save_probabilities)
 
-    def _predict_checked_case(self, files: dict[int, Path], absent: set[int], output_file_truncated: Path,
-                              save_probabilities: bool) -> list[str]:
+    def predict_checked_case(self, files: dict[int, Path], absent: set[int], output_file_truncated: Path,
+                             save_probabilities: bool = False) -> list[str]:
+        """Predict one case whose absent modalities ``check_case`` returned."""
         from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
         m = len(self.modalities)
@@ -204,7 +205,7 @@ class MissingModalityPredictor:
             raise FileNotFoundError(f"no CASE_XXXX{self.file_ending} images in {input_folder}")
         absent = {case: self.check_case(files, missing, case) for case, files in sorted(cases.items())}
         ensure_writable(output_folder)
-        used = {case: self._predict_checked_case(cases[case], absent[case], output_folder / case, save_probabilities)
+        used = {case: self.predict_checked_case(cases[case], absent[case], output_folder / case, save_probabilities)
                 for case in sorted(cases)}
         write_text_atomic(output_folder / "modalities_used.json", json.dumps(used, indent=2))
         return used

@@ -242,9 +242,10 @@ def run_submission(submission: Submission, input_root: Path, output_root: Path, 
                 else:
                     check_readable(case.channels)
                     files = case.channels
+                absent = first.check_case(files, set(), case.name)   # once: every model takes the same files
                 for k, predictor in enumerate(predictors):
-                    used = predictor.predict_case(files, set(), work / f"model{k}" / "case",
-                                                  save_probabilities=len(predictors) > 1)
+                    used = predictor.predict_checked_case(files, absent, work / f"model{k}" / "case",
+                                                          save_probabilities=len(predictors) > 1)
                 segmentation = work / "model0" / f"case{file_ending}"
                 if len(predictors) > 1:
                     segmentation = work / f"ensemble{file_ending}"

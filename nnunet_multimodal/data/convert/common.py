@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_multimodal.data import verify
 from nnunet_multimodal.data.verify import verify_dataset
 
 
@@ -22,9 +23,9 @@ def read_image(path: Path) -> sitk.Image:
     if not path.is_file():
         raise ConversionError(f"{path} is missing")
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise ConversionError(f"{path} is unreadable: {str(e).strip().splitlines()[-1]}") from e
+        return verify.read_image(path)
+    except verify.UnreadableImage as e:
+        raise ConversionError(str(e)) from e
 
 
 def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
