@@ -23,13 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_multimodal.full_precision import full_precision
+
 CROSS_PAIRS = ("both", "to_first", "none")
 NORMALIZATIONS = ("softmax", "l2")
 
 
 def attention_energy(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """(B, M, C, *sp) -> (B, M, *sp): (1/C) * sum_c |F_c|^p of every modality's features, in float32."""
-    with torch.autocast(features.device.type, enabled=False):
+    with full_precision(features):
         features = features.float()
         powered = features.square() if p == 2 else features.abs().pow(p)   # square: the common case, cheaper
         return powered.mean(dim=2)
@@ -38,7 +40,7 @@ def attention_energy(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 def normalized_map(energy: torch.Tensor, normalization: str = "softmax",
                    size: Sequence[int] | None = None) -> torch.Tensor:
     """(B, M, *sp) energy -> (B, M, N) attention map on ``size`` (default: the energy's own grid)."""
-    with torch.autocast(energy.device.type, enabled=False):
+    with full_precision(energy):
         if size is not None and tuple(energy.shape[2:]) != tuple(size):
             mode = "bilinear" if energy.ndim == 4 else "trilinear"
             energy = F.interpolate(energy, size=tuple(size), mode=mode, align_corners=False)

@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_multimodal.full_precision import full_precision
+
 
 def prediction_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                   regions: bool = False) -> torch.Tensor:
     """(B, C, *sp) logits -> (B, *sp) KL(teacher || student) per voxel, teacher detached."""
-    with torch.autocast(student_logits.device.type, enabled=False):
+    with full_precision(student_logits):
         s = student_logits.float() / temperature
         t = teacher_logits.detach().float() / temperature
         if regions:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_multimodal.full_precision import full_precision
 from nnunet_multimodal.networks.plans_architecture import grouped_conv
 
 MODES = ("attention", "gating", "none")
@@ -66,7 +67,7 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
         b, m, d = features.shape[0], self.num_modalities, self.attention_dim
         spatial = features.shape[2:]
         n = spatial.numel()
-        with torch.autocast(features.device.type, enabled=False):
+        with full_precision(features):
             # every modality's queries attend to the keys of all modalities: one (M*N)-token sequence per sample,
             # which PyTorch's fused kernels take directly (no broadcast over a modality axis)
             q, k, v = self.qkv(features.float()).view(b, m, 3, d, n).permute(2, 0, 1, 4, 3).reshape(3, b, 1, m * n, d)
@@ -80,7 +81,7 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
 
     def correlate_gating(self, features: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor:
         per_modality = self.split(features)
-        with torch.autocast(features.device.type, enabled=False):
+        with full_precision(features):
             x = per_modality.float()
             i, j = self.pair_first, self.pair_second
             # unit feature vectors first: fewer per-position operations than scaling each pair's product
