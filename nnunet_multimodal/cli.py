@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the trainers (default: 2)")
     p.add_argument("--cases", type=int, default=2, help="cases timed for sliding-window inference (default: 2)")
     p.add_argument("--json", help="write the results here as JSON")
+    p.add_argument("--profile", help="folder for torch.profiler tables of a few more steps and prediction tiles per "
+                                     "trainer (first round; their summaries go into the JSON)")
     p.set_defaults(func=_cmd_benchmark_speed)
     p = bench.add_parser("accuracy", help="trainers trained, predicted and evaluated with the same plans, fold and "
                                           "budget; Dice table, PNG and a Markdown section")

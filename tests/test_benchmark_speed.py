@@ -74,7 +74,7 @@ def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
 
     from nnunet_multimodal.benchmarks import speed
 
-    def measure(trainer, args, env):
+    def measure(trainer, args, env, profile):
         if trainer == "Broken":
             raise RuntimeError("measuring Broken failed")
         return _m(trainer, 1.0, 1.0, 1.0)
@@ -82,7 +82,7 @@ def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
     monkeypatch.setattr(speed, "_measure_in_subprocess", measure)
     report_file = tmp_path / "speed.json"
     args = Namespace(d="1", c="2d", p="P", tr=["A", "Broken"], device="cpu", steps=1, warmup=0, rounds=1,
-                     cases=1, json=str(report_file))
+                     cases=1, json=str(report_file), profile=None)
     with pytest.raises(RuntimeError, match="Broken"):
         speed.run_speed_benchmark(args)
     report = json.loads(report_file.read_text())
@@ -97,7 +97,7 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
     report_file = tmp_path / "speed.json"
     result = run_tool(["nnunet-mm", "benchmark", "speed", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS, "-tr",
                        "nnUNetTrainerMultiModalBase", "--rounds", "1", "--steps", "2", "--warmup", "1", "--cases",
-                       "1", "--json", report_file], workspace.env)
+                       "1", "--json", report_file, "--profile", tmp_path / "profiles"], workspace.env)
     report = json.loads(report_file.read_text())
     assert report["schema_version"] == 1 and report["baseline"] == BASELINE and report["complete"]
     assert {m["trainer"] for m in report["measurements"]} == {BASELINE, "nnUNetTrainerMultiModalBase"}
@@ -108,6 +108,9 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
     assert [m["round"] for m in report["measurements"]] == [0, 0]
     assert "nnUNetTrainerMultiModalBase" in result.stdout
     assert not list(workspace.results.rglob("nnUNetTrainer__*")), "benchmark wrote into nnUNet_results"
+    assert sorted(p.name for p in (tmp_path / "profiles").iterdir()) == sorted(
+        f"{t}_{kind}.txt" for t in (BASELINE, "nnUNetTrainerMultiModalBase") for kind in ("step", "tile"))
+    assert report["measurements"][0]["profile"]["step"]["busy_ms_per_pass"] > 0
 
 
 def test_loaders_drawn_inside_the_step_are_drawn_before_timing():

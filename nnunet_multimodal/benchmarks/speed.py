@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.environment import env_with_plugin
@@ -82,10 +83,12 @@ def format_summary(summary: dict) -> str:
     return text_table(rows)
 
 
-def _measure_in_subprocess(trainer: str, args, env: dict) -> dict:
+def _measure_in_subprocess(trainer: str, args, env: dict, profile: bool) -> dict:
     command = [sys.executable, "-m", "nnunet_multimodal.benchmarks.speed_worker", "-d", str(args.d), "-c", args.c,
                "-p", args.p, "-tr", trainer, "-device", args.device, "--steps", str(args.steps), "--warmup",
                str(args.warmup), "--cases", str(args.cases)]
+    if profile:
+        command += ["--profile", str(Path(args.profile).resolve())]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"measuring {trainer} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
@@ -106,7 +109,10 @@ def run_speed_benchmark(args) -> int:
         for round_index, order in enumerate(round_orders(args.tr, args.rounds)):
             for trainer in order:
                 print(f"round {round_index + 1}/{args.rounds}: {trainer}", file=sys.stderr, flush=True)
-                report["measurements"].append({**_measure_in_subprocess(trainer, args, env), "round": round_index})
+                # profiled in the first round only: one table per trainer
+                profile = bool(args.profile) and round_index == 0
+                report["measurements"].append({**_measure_in_subprocess(trainer, args, env, profile),
+                                               "round": round_index})
                 if args.json:  # an interrupted run (time limit, a later trainer's crash) keeps what it measured
                     write_text_atomic(args.json, json.dumps(report, indent=2))
     report["summary"] = summarize(report["measurements"])

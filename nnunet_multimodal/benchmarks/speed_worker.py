@@ -7,17 +7,14 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from nnunet_multimodal.benchmarks.kernel_profile import profile_passes, write_profile
+from nnunet_multimodal.benchmarks.work import WorkCounter
 
-def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# torch's counter knows the attention kernels of GPUs but not the one scaled_dot_product_attention takes on the CPU
-CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+PROFILED_PASSES = 3
 
 
 def _rss_now_mb() -> float:
@@ -46,16 +43,33 @@ def predraw_extra_loaders(trainer, count: int) -> dict:
 def forward_gflop_per_patch(network: torch.nn.Module, num_input_channels: int, patch_size, device) -> float:
     """GFLOP of one forward pass of ``network``, as the caller has set it up (for prediction: eval mode, no deep
     supervision), on one patch of batch 1, as sliding-window prediction runs it per tile: convolutions, matrix
-    products and attention as ``torch.utils.flop_counter`` counts them (not normalisations or pointwise
-    operations). The work behind a time ratio, free of the machine's noise."""
+    products and attention (``benchmarks/work.py``; not normalisations or pointwise operations). The work behind a
+    time ratio, free of the machine's noise."""
     network = getattr(network, "_orig_mod", network)  # count the eager module, not a torch.compile wrapper
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+    counter = WorkCounter()
+    with torch.no_grad(), counter:
         network(torch.zeros(1, num_input_channels, *patch_size, device=device))
-    return counter.get_total_flops() / 1e9
+    return counter.work.flops / 1e9
+
+
+def profile_tile(network: torch.nn.Module, num_input_channels: int, patch_size, device: torch.device,
+                 folder: Path, name: str) -> dict:
+    """One sliding-window tile as nnU-Net's predictor runs it (eval, no gradients, autocast on CUDA), profiled;
+    mirroring runs this up to 8 times per tile in 3D."""
+    tile = torch.randn(1, num_input_channels, *patch_size, device=device)
+
+    def run():
+        with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+            network(tile)
+
+    run()
+    return write_profile(profile_passes(run, PROFILED_PASSES, device), folder, f"{name}_tile", PROFILED_PASSES, device)
 
 
 def measure(dataset: str, configuration: str, plans: str, trainer_name: str, device: str, steps: int,
-            warmup: int, cases: int) -> dict:
+            warmup: int, cases: int, profile_folder: Path | None = None) -> dict:
+    """Median step and inference times, peak memory, forward FLOPs; with ``profile_folder``, profiler tables of
+    a few more steps and tiles there (after the timed ones, so the profiler's overhead stays out of the times)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.run.run_training import get_trainer_from_args
 
@@ -66,21 +80,28 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
     trainer.current_epoch = trainer.num_epochs - 1
     sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
     trainer.on_train_epoch_start()
-    batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
-    originals = predraw_extra_loaders(trainer, warmup + steps)
+    profiled = PROFILED_PASSES if profile_folder else 0
+    batches = [next(trainer.dataloader_train) for _ in range(warmup + steps + profiled)]
+    originals = predraw_extra_loaders(trainer, warmup + steps + profiled)
     for batch in batches[:warmup]:
         trainer.train_step(batch)
     if torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_now_mb()
     times = []
-    for batch in batches[warmup:]:
+    for batch in batches[warmup:warmup + steps]:
         sync()
         start = time.perf_counter()
         trainer.train_step(batch)
         sync()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch_device.type == "cuda" else _peak_rss_mb()
+    profiles = {}
+    if profile_folder:
+        remaining = iter(batches[warmup + steps:])
+        profiles["step"] = write_profile(profile_passes(lambda: trainer.train_step(next(remaining)), profiled,
+                                                        torch_device),
+                                         profile_folder, f"{trainer_name}_step", profiled, torch_device)
 
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
@@ -104,6 +125,10 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
         predictor.predict_sliding_window_return_logits(data)
         sync()
         inference_times.append(time.perf_counter() - start)
+    if profile_folder:
+        profiles["tile"] = profile_tile(trainer.network, trainer.num_input_channels,
+                                        trainer.configuration_manager.patch_size, torch_device, profile_folder,
+                                        trainer_name)
     for name, loader in originals.items():
         setattr(trainer, name, loader)
     trainer.on_train_end()
@@ -111,7 +136,8 @@ def measure(dataset: str, configuration: str, plans: str, trainer_name: str, dev
             "inference_seconds_per_case": statistics.median(inference_times), "peak_memory_mb": peak,
             "forward_gflop_per_patch": gflop,
             "memory_kind": "cuda_max_allocated" if torch_device.type == "cuda" else "process_peak_rss",
-            "rss_before_steps_mb": rss_before, "steps": len(times), "cases": len(inference_times)}
+            "rss_before_steps_mb": rss_before, "steps": len(times), "cases": len(inference_times),
+            **({"profile": profiles} if profiles else {})}
 
 
 def main() -> None:
@@ -124,8 +150,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--profile", type=Path, help="write profiler tables of steps and tiles to this folder")
     a = parser.parse_args()
-    result = measure(a.d, a.c, a.p, a.tr, a.device, a.steps, a.warmup, a.cases)
+    result = measure(a.d, a.c, a.p, a.tr, a.device, a.steps, a.warmup, a.cases, a.profile)
     print(json.dumps(result))
 
 
