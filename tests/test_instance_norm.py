@@ -1,10 +1,15 @@
 import pytest
 import torch
-from arch_helpers import architecture
+from arch_helpers import architecture, assert_same_function, configuration
 from torch import nn
 
+from nnunet_multimodal.benchmarks.work import tensors_in
 from nnunet_multimodal.networks.cmsad import CMSADNet
 from nnunet_multimodal.networks.instance_norm import group_norm_kernel
+from nnunet_multimodal.networks.maml import MAMLNet
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
+from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
+from nnunet_multimodal.training.maml import nnUNetTrainerMAML
 
 
 @pytest.mark.parametrize("norm_op, shape", [(nn.InstanceNorm1d, (3, 5, 17)), (nn.InstanceNorm2d, (3, 5, 9, 7)),
@@ -65,3 +70,37 @@ def test_multi_branch_networks_use_it_where_the_plans_say_instance_norm():
     net = CMSADNet(plans, 2, 0, 3, (16, 16))
     norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
     assert norms and all(type(m) is plans.norm_op for m in norms)
+
+
+def test_the_knob_runs_the_group_norm_kernel_on_every_device_when_asked():
+    everywhere = group_norm_kernel(nn.InstanceNorm3d, "group_norm")(4, affine=True, device="meta")
+    x = torch.randn(2, 4, 3, 3, 3, device="meta")
+    assert everywhere(x)._base is None   # F.group_norm's own tensor, not a view of a batch norm's output
+
+
+def test_stock_keeps_the_plans_norm():
+    assert group_norm_kernel(nn.InstanceNorm3d, "stock") is nn.InstanceNorm3d
+
+
+def test_an_unknown_instance_norm_kernel_is_refused():
+    with pytest.raises(ValueError, match="instance_norm"):
+        group_norm_kernel(nn.InstanceNorm3d, "fast")
+
+
+@pytest.mark.parametrize("network", [CMSADNet, MAMLNet])
+def test_group_norm_on_every_device_computes_the_stock_network(network):
+    def build(kernel):
+        torch.manual_seed(0)
+        return network(PlansArchitecture.from_configuration(configuration(dim=3), kernel), 2, 0, 3,
+                       **({"patch_size": (16, 16, 16)} if network is CMSADNet else {})).train()
+
+    assert_same_function(build("stock"), build("group_norm"), torch.randn(2, 2, 16, 16, 16), None,
+                         lambda out: list(tensors_in(out)))
+
+
+@pytest.mark.parametrize("trainer", [nnUNetTrainerCMSAD, nnUNetTrainerMAML])
+def test_the_trainers_read_the_instance_norm_knob_from_the_plans(trainer):
+    knobs = {**trainer.default_knobs, "instance_norm": "group_norm"}
+    net = trainer.build_multimodal_network(configuration(dim=3), 2, 0, 3, True, knobs)
+    norms = {type(m).__name__ for m in net.modules() if isinstance(m, nn.InstanceNorm3d)}
+    assert norms == {"InstanceNorm3dByGroupNormEverywhere"}

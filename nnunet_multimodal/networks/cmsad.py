@@ -30,6 +30,9 @@ DEFAULT_KNOBS = {
     # how the branches run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
     # "auto": split while training 3D networks, grouped otherwise (the faster on the CPU; docs/methods/maml.md)
     "branch_convolutions": "auto",
+    # instance norms through PyTorch's group-norm kernel: "auto" on the CPU only (measured faster there), "group_norm"
+    # on every device, "stock" never (networks/instance_norm.py; read by the trainer building the architecture)
+    "instance_norm": "auto",
 }
 
 

@@ -52,7 +52,9 @@ class PlansArchitecture:
         return len(self.strides[0])
 
     @classmethod
-    def from_configuration(cls, configuration_manager) -> PlansArchitecture:
+    def from_configuration(cls, configuration_manager, instance_norm: str = "auto") -> PlansArchitecture:
+        """The configuration's architecture; ``instance_norm``: where its instance norms run through the group-norm
+        kernel (``instance_norm.py``)."""
         class_name = configuration_manager.network_arch_class_name.split(".")[-1]
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
         for key in configuration_manager.network_arch_init_kwargs_req_import:
@@ -72,7 +74,7 @@ class PlansArchitecture:
             return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
 
         # the same normalisation, faster on the CPU (instance_norm.py)
-        norm_op = group_norm_kernel(kwargs.get("norm_op"))
+        norm_op = group_norm_kernel(kwargs.get("norm_op"), instance_norm)
         block = kwargs.get("block", BasicBlockD)
         if isinstance(block, str):
             block = pydoc.locate(block)

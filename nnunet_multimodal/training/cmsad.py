@@ -50,9 +50,9 @@ class nnUNetTrainerCMSAD(nnUNetTrainerMultiModalBase):
     @classmethod
     def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
                                  enable_deep_supervision, knobs):
-        return CMSADNet(PlansArchitecture.from_configuration(configuration_manager), num_modalities,
-                        num_extra_channels, num_output_channels, tuple(configuration_manager.patch_size),
-                        enable_deep_supervision, knobs)
+        architecture = PlansArchitecture.from_configuration(configuration_manager, knobs["instance_norm"])
+        return CMSADNet(architecture, num_modalities, num_extra_channels, num_output_channels,
+                        tuple(configuration_manager.patch_size), enable_deep_supervision, knobs)
 
     def compute_extra_losses(self, output, target, available):
         return {"distill": self.distillation(output["branch_features"], self.num_modalities, available,

@@ -38,8 +38,9 @@ class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
     @classmethod
     def build_multimodal_network(cls, configuration_manager, num_modalities, num_extra_channels, num_output_channels,
                                  enable_deep_supervision, knobs):
-        return MAMLNet(PlansArchitecture.from_configuration(configuration_manager), num_modalities,
-                       num_extra_channels, num_output_channels, enable_deep_supervision, knobs)
+        architecture = PlansArchitecture.from_configuration(configuration_manager, knobs["instance_norm"])
+        return MAMLNet(architecture, num_modalities, num_extra_channels, num_output_channels, enable_deep_supervision,
+                       knobs)
 
     def segmentation_loss(self, fused, target):
         # as in the authors' code: the fused output is supervised at full resolution only, with the weight
