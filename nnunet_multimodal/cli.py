@@ -103,31 +103,40 @@ def _cmd_convert(args) -> int:
     return 0
 
 
-def _cmd_evaluate(args) -> int:
-    import json
-    from pathlib import Path
+def _note_unpredicted_references(summary: dict, reference_folder: str) -> None:
+    unpredicted = summary["references_without_prediction"]
+    if unpredicted:
+        shown = ", ".join(unpredicted[:5]) + (", ..." if len(unpredicted) > 5 else "")
+        print(f"nnunet-mm evaluate: note: {len(unpredicted)} reference(s) in {reference_folder} have no prediction "
+              f"and are not scored: {shown}", file=sys.stderr)
 
+
+def _cmd_evaluate(args) -> int:
     from nnunet_multimodal.evaluation.evaluate import (
+        declared_labels,
         evaluate_folders,
         labels_or_regions_from_dataset_json,
+        read_dataset_json,
         write_outputs,
     )
     from nnunet_multimodal.evaluation.metrics import LesionSettings
 
     if args.djfile:
-        dataset_json = json.loads(Path(args.djfile).read_text())
+        dataset_json = read_dataset_json(args.djfile)
         labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
         file_ending = dataset_json.get("file_ending", ".nii.gz")
         ignore_label = dataset_json["labels"].get("ignore")
+        declared = declared_labels(dataset_json, args.djfile)
     elif args.l:
-        labels_or_regions, file_ending, ignore_label = args.l, args.file_ending, None
+        labels_or_regions, file_ending, ignore_label, declared = args.l, args.file_ending, None, None
     else:
         raise ValueError("pass -djfile dataset.json (labels and regions from it) or -l LABEL [LABEL ...]")
     if (args.lesion_dilation or args.lesion_min_volume) and not args.lesion_wise:
         raise ValueError("--lesion-dilation and --lesion-min-volume set up the lesion-wise metrics: add --lesion-wise")
     lesions = LesionSettings(args.lesion_dilation, args.lesion_min_volume) if args.lesion_wise else None
     summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention, lesions,
-                               ignore_label, args.np)
+                               ignore_label, args.np, declared=declared)
+    _note_unpredicted_references(summary, args.ref)
     paths = write_outputs(summary, args.o or args.pred)
     for name, mean in summary["mean"].items():
         print(f"{name}: " + ", ".join(f"{m} {v:.4f}" for m, v in mean.items() if m in ("Dice", "HD95",
@@ -161,11 +170,14 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate_missing(args) -> int:
-    import json
     import tempfile
     from pathlib import Path
 
-    from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
+    from nnunet_multimodal.evaluation.evaluate import (
+        declared_labels,
+        labels_or_regions_from_dataset_json,
+        read_dataset_json,
+    )
     from nnunet_multimodal.inference.missing import evaluate_missing
     from nnunet_multimodal.text_table import text_table
 
@@ -174,8 +186,11 @@ def _cmd_evaluate_missing(args) -> int:
     if args.i is None and (len(args.f) != 1 or args.f[0] == "all"):
         raise SystemExit("evaluate-missing: the validation cases belong to one fold; pass one fold number with -f, "
                          "or -i and -ref")
+    dataset_json = read_dataset_json(args.djfile) if args.djfile else None  # checked before the model loads
     predictor = _missing_predictor(args)
-    dataset_json = args.djfile and json.loads(Path(args.djfile).read_text()) or predictor.predictor.dataset_json
+    if dataset_json is None:
+        dataset_json = predictor.predictor.dataset_json
+    declared = declared_labels(dataset_json, args.djfile or f"the model's dataset.json ({args.tr}, {args.c})")
     with tempfile.TemporaryDirectory(prefix="nnunet_mm_validation_") as staging:
         if args.i is None:
             from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -188,7 +203,7 @@ def _cmd_evaluate_missing(args) -> int:
             images, references = args.i, args.ref
         table = evaluate_missing(predictor, images, references, args.o,
                                  labels_or_regions_from_dataset_json(dataset_json), args.convention,
-                                 dataset_json["labels"].get("ignore"))
+                                 dataset_json["labels"].get("ignore"), declared)
     keys = list(next(iter(table.values())))
     print(text_table([["modalities", *[f"Dice {k}" for k in keys]]]
                      + [[name, *[f"{row[k]:.3f}" for k in keys]] for name, row in table.items()]))

@@ -30,14 +30,15 @@ def run_tool(command: list, env: dict, timeout: float = 900, check: bool = True)
     return result
 
 
-def write_nan_voxels(path: Path, count: int) -> None:
-    """Rewrite an image file with its first ``count`` voxels NaN (as float32), geometry kept."""
+def write_nan_voxels(path: Path, count: int, value: float = float("nan")) -> None:
+    """Rewrite an image file with its first ``count`` voxels NaN, or another ``value`` such as Inf (as float32),
+    geometry kept."""
     import numpy as np
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image).astype(np.float32)
-    array.flat[:count] = np.nan
+    array.flat[:count] = value
     damaged = sitk.GetImageFromArray(array)
     damaged.CopyInformation(image)
     sitk.WriteImage(damaged, str(path))

@@ -224,8 +224,9 @@ def test_fractional_label_values_are_refused_not_truncated(tmp_path):
         convert("mmwhs_ct", source, tmp_path / "raw", 40)
 
 
-def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
-    task = tmp_path / "Task05_Prostate"
+def msd_task(folder: Path) -> Path:
+    """Two cases of a 2-channel MSD task: 4D images, 3D labels."""
+    task = folder / "Task05_Prostate"
     rng = np.random.default_rng(2)
     for i in range(2):
         four_d = sitk.JoinSeries([sitk.GetImageFromArray(rng.random((4, 8, 8)).astype(np.float32)) for _ in range(2)])
@@ -236,6 +237,11 @@ def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
     (task / "dataset.json").write_text(json.dumps({
         "name": "PROSTATE", "modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "PZ"},
         "numTraining": 2, "training": [], "test": []}))
+    return task
+
+
+def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
+    task = msd_task(tmp_path)
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     assert main(["convert", "msd", str(task), "-d", "505"]) == 0
     folder = tmp_path / "raw" / "Dataset505_Prostate"
@@ -244,3 +250,13 @@ def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
                                                                            "prostate_00_0001.nii.gz"]
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["Dataset505_Prostate"]
     assert main(["convert", "msd", str(tmp_path / "raw"), "-d", "506"]) == 1
+
+
+def test_msd_source_cut_short_is_named_before_nnunets_converter_reads_it(tmp_path, monkeypatch, capsys):
+    task = msd_task(tmp_path)
+    cut = task / "imagesTr" / "prostate_01.nii.gz"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])   # SimpleITK would read the rest as zeros
+    (task / "imagesTr" / "._prostate_00.nii.gz").write_bytes(b"macOS metadata")   # skipped, as nnU-Net does
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "msd", str(task), "-d", "507"]) == 1
+    assert f"{cut} is unreadable (gzip: Compressed file ended" in capsys.readouterr().err

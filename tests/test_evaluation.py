@@ -6,7 +6,11 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_multimodal.cli import main
-from nnunet_multimodal.evaluation.evaluate import evaluate_folders, labels_or_regions_from_dataset_json
+from nnunet_multimodal.evaluation.evaluate import (
+    OUTPUT_NAMES,
+    evaluate_folders,
+    labels_or_regions_from_dataset_json,
+)
 from nnunet_multimodal.evaluation.metrics import HD95_CAP, LesionSettings, dice, hd95, iou, lesion_wise, mask_metrics
 
 
@@ -187,10 +191,10 @@ def test_cli_outputs_and_errors(folders, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "2", "3", "-o", str(out),
                  "--lesion-wise", "--convention", "brats"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary_nnunet_mm.json").read_text())
     assert summary["convention"] == "brats" and "lesion_dice" in summary["mean"]["1"]
-    assert (out / "per_case.csv").read_text().count("\n") == 1 + 3 * 3
-    assert (out / "boxplots.png").stat().st_size > 1000
+    assert (out / "per_case_nnunet_mm.csv").read_text().count("\n") == 1 + 3 * 3
+    assert (out / "boxplots_nnunet_mm.png").stat().st_size > 1000
     assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "--lesion-dilation", "3"]) == 2
     assert "add --lesion-wise" in capsys.readouterr().err
     write(np.zeros((1, 16, 16)), pred / "c0.nii.gz")
@@ -207,8 +211,67 @@ def test_png_dataset_evaluated_twice_into_its_prediction_folder(tmp_path, capsys
     for folder in ("ref", "pred"):
         (tmp_path / folder).mkdir()
         sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / folder / "case.png"))
-    for _ in range(2):      # the first run leaves boxplots.png among the predictions
+    for _ in range(2):      # the first run leaves boxplots_nnunet_mm.png among the predictions, and replaces it
         assert main(["evaluate", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-l", "1",
                      "--file-ending", ".png"]) == 0
-    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "pred" / "summary_nnunet_mm.json").read_text())
     assert len(summary["metric_per_case"]) == 1 and summary["mean"]["1"]["Dice"] == 1.0
+
+
+def evaluate_command(ref, pred, *extra) -> list[str]:
+    return ["evaluate", "-ref", str(ref), "-pred", str(pred), *extra]
+
+
+def test_nnunets_summary_in_the_prediction_folder_is_left_alone(folders):
+    ref, pred = folders
+    nnunet_summary = '{"foreground_mean": {"Dice": 0.5}}'   # what find_best_configuration reads
+    (pred / "summary.json").write_text(nnunet_summary)
+    assert main(evaluate_command(ref, pred, "-l", "1", "2", "3")) == 0
+    assert (pred / "summary.json").read_text() == nnunet_summary
+
+
+@pytest.mark.parametrize("name", OUTPUT_NAMES)
+def test_an_output_file_we_did_not_write_is_not_replaced(folders, tmp_path, capsys, name):
+    ref, pred = folders
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / name).write_text("someone else's")
+    assert main(evaluate_command(ref, pred, "-l", "1", "-o", str(tmp_path / "out"))) == 2
+    assert f"{tmp_path / 'out' / name} exists and was not written by nnunet-mm evaluate" in capsys.readouterr().err
+    assert (tmp_path / "out" / name).read_text() == "someone else's"
+
+
+def write_dataset_json(path, labels):
+    path.write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+    return path
+
+
+def test_reference_values_the_dataset_json_does_not_declare_are_refused(folders, tmp_path, capsys):
+    ref, pred = folders
+    djfile = write_dataset_json(tmp_path / "dataset.json", {"background": 0, "a": 1, "b": 2})
+    assert main(evaluate_command(ref, pred, "-djfile", str(djfile))) == 2
+    assert f"{ref / 'c0.nii.gz'} holds label values [3] that {djfile} does not declare" in capsys.readouterr().err
+
+
+def test_references_without_a_prediction_are_noted_and_listed(folders, capsys):
+    ref, pred = folders
+    (pred / "c2.nii.gz").unlink()
+    assert main(evaluate_command(ref, pred, "-l", "1")) == 0
+    assert f"note: 1 reference(s) in {ref} have no prediction and are not scored: c2.nii.gz" in capsys.readouterr().err
+    summary = json.loads((pred / "summary_nnunet_mm.json").read_text())
+    assert summary["references_without_prediction"] == ["c2.nii.gz"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"name": "no labels"}', '{"labels": {"a": 1}}',
+                                     '{"labels": {"background": 1, "a": 2}}', '{"labels": ["background"]}'])
+@pytest.mark.parametrize("command", ["evaluate", "evaluate-missing"])
+def test_malformed_dataset_json_is_one_line_naming_the_file(folders, tmp_path, capsys, content, command):
+    ref, pred = folders
+    djfile = tmp_path / "dataset.json"
+    djfile.write_text(content)
+    arguments = [command, "-djfile", str(djfile)] + (
+        ["-ref", str(ref), "-pred", str(pred)] if command == "evaluate"   # evaluate-missing: before any model loads
+        else ["-i", str(pred), "-ref", str(ref), "-o", str(tmp_path / "out"), "-d", "999", "-c", "2d"])
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"nnunet-mm {command}: error: {djfile} is no usable dataset.json")
+    assert error.count("\n") == 1

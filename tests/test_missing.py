@@ -1,6 +1,7 @@
 """Prediction with missing modalities and the modality-subset sweep, on tiny trained models."""
 
 import csv
+import gzip
 import json
 import shutil
 
@@ -155,8 +156,10 @@ INPUT_BREAKAGES = {  # the last case, so a predictor working case by case would 
     "nan": ("TestPhantom_011_0001.nii.gz", lambda path: write_nan_voxels(path, 3),
             "3 NaN/Inf voxels would give a wrong prediction", "--missing T2"),
     "spacing": ("TestPhantom_011_0002.nii.gz", with_spacing, "spacing (1.0, 1.5, 1.0) differs", "resample"),
-    "unreadable": ("TestPhantom_011_0000.nii.gz", lambda p: p.write_bytes(b"\x1f\x8b truncated"), "is unreadable",
-                   "re-export"),
+    "unreadable": ("TestPhantom_011_0000.nii.gz", lambda p: p.write_bytes(gzip.compress(b"not an image")),
+                   "is unreadable", "re-export"),
+    "cut short": ("TestPhantom_011_0001.nii.gz", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+                  "is unreadable (gzip: Compressed file ended", "copy or download it again"),
 }
 
 

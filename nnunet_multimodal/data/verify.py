@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +37,67 @@ def declared_label_values(labels: dict) -> set[int]:
 
 
 READ_FIX = "re-export or replace the file"
+CUT_SHORT_FIX = "the file is cut short or corrupt; copy or download it again"
+GZIP_CHUNK_BYTES = 1 << 20
 
 
 class UnreadableImage(ValueError):
-    """An image file SimpleITK cannot open, named with the fix."""
+    """An image file SimpleITK cannot open, or would read only in part, named with the fix."""
 
-    def __init__(self, path: Path, reason: str):
-        self.path, self.reason = path, reason
-        super().__init__(f"{path} is unreadable ({reason}); {READ_FIX}")
+    def __init__(self, path: Path, reason: str, fix: str = READ_FIX):
+        self.path, self.reason, self.fix = path, reason, fix
+        super().__init__(f"{path} is unreadable ({reason}); {fix}")
+
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (evaluate -np N)
+        return type(self), (self.path, self.reason, self.fix)
+
+
+def gzip_stream_length(path: Path) -> int:
+    """The decompressed length of a gzip file, read to its end in chunks (memory stays bounded). Python's gzip
+    raises where SimpleITK does not: at a stream that ends early and at a CRC or length that does not match."""
+    length = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(GZIP_CHUNK_BYTES):
+                length += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise UnreadableImage(path, f"gzip: {e}", CUT_SHORT_FIX) from e
+    return length
+
+
+def nifti_data_end(path: Path) -> int | None:
+    """Where a NIfTI file's voxel data ends by its header; None where nibabel reads no header (SimpleITK then
+    gives the reason)."""
+    import nibabel
+
+    try:
+        voxels = nibabel.load(str(path)).dataobj
+    except nibabel.filebasedimages.ImageFileError:
+        return None
+    return int(voxels.offset) + int(np.prod(voxels.shape)) * voxels.dtype.itemsize
+
+
+def check_complete(path: Path) -> None:
+    """Raise UnreadableImage for a file cut short or corrupt in a way SimpleITK reads without an error, the
+    missing voxels as zeros: an empty file, a gzip stream that ends early or fails its CRC, a NIfTI file with
+    fewer bytes than its header declares."""
+    length = path.stat().st_size
+    if length == 0:
+        raise UnreadableImage(path, "the file is empty", CUT_SHORT_FIX)
+    if path.name.endswith(".gz"):
+        length = gzip_stream_length(path)
+    if path.name.endswith((".nii", ".nii.gz")):
+        declared = nifti_data_end(path)
+        if declared is not None and length < declared:
+            raise UnreadableImage(path, f"{length} bytes of the {declared} its NIfTI header declares", CUT_SHORT_FIX)
 
 
 def read_image(path: Path) -> sitk.Image:
+    """The one reader of user images: files SimpleITK cannot read, or would read only in part, raise
+    UnreadableImage naming the file and the fix. NaN/Inf voxels are the caller's to count (``count_non_finite``)."""
+    path = Path(path)
+    if path.is_file():  # a missing file is SimpleITK's error
+        check_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK's message leads with its C++ source location; the reason comes last
@@ -57,8 +109,10 @@ FRACTIONAL_LABEL_FIX = "re-export it as an integer image (nearest-neighbour inte
 
 def label_values(label: sitk.Image) -> tuple[set[int], list[float]]:
     """The whole-number values of a label map, and (up to 5) fractional ones, which casting to integers would
-    silently turn into another label (a float label map that was interpolated, for instance)."""
+    silently turn into another label (a float label map that was interpolated, for instance). NaN/Inf are left
+    out: ``count_non_finite`` counts them from the file, where SimpleITK's NIfTI reader sees zeros."""
     values = np.unique(sitk.GetArrayViewFromImage(label))
+    values = values[np.isfinite(values)]
     whole = values == np.round(values)
     return set(values[whole].astype(int).tolist()), values[~whole][:5].tolist()
 
@@ -80,6 +134,7 @@ def geometry_mismatch(reference: dict, other: dict) -> str | None:
     return None
 
 
+NON_FINITE_FIX = "replace non-finite voxels (e.g. numpy.nan_to_num) or re-export the image"
 RESAMPLE_FIX = ("resample every channel (and the label) of this case onto one grid, e.g. with SimpleITK.Resample "
                 "onto the first channel, before nnUNetv2_plan_and_preprocess")
 
@@ -124,7 +179,7 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
         try:
             image = read_image(files[channel])
         except UnreadableImage as e:
-            problems.append(Problem(case, files[channel].name, f"unreadable ({e.reason})", READ_FIX))
+            problems.append(Problem(case, files[channel].name, f"unreadable ({e.reason})", e.fix))
             continue
         geometry = image_geometry(image)
         if reference is None:
@@ -135,18 +190,20 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
                 problems.append(Problem(case, files[channel].name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
         bad = count_non_finite(files[channel], image)
         if bad:
-            problems.append(Problem(case, files[channel].name, f"{bad} NaN/Inf voxels",
-                                    "replace non-finite voxels (e.g. numpy.nan_to_num) or re-export the image"))
+            problems.append(Problem(case, files[channel].name, f"{bad} NaN/Inf voxels", NON_FINITE_FIX))
     if label_file is not None:
         try:
             label = read_image(label_file)
         except UnreadableImage as e:
-            problems.append(Problem(case, label_file.name, f"unreadable ({e.reason})", READ_FIX))
+            problems.append(Problem(case, label_file.name, f"unreadable ({e.reason})", e.fix))
             return problems
         if reference is not None:
             mismatch = geometry_mismatch(reference[1], image_geometry(label))
             if mismatch:
                 problems.append(Problem(case, label_file.name, f"{mismatch} (of {reference[0]})", RESAMPLE_FIX))
+        bad = count_non_finite(label_file, label)
+        if bad:
+            problems.append(Problem(case, label_file.name, f"{bad} NaN/Inf voxels", FRACTIONAL_LABEL_FIX))
         values, fractional = label_values(label)
         if fractional:
             problems.append(Problem(case, label_file.name, f"non-integer label values {fractional}",

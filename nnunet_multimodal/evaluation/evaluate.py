@@ -1,11 +1,13 @@
 """Evaluate a folder of predictions against references: JSON (nnU-Net's summary.json layout plus our
-metrics), a per-case CSV and box plots."""
+metrics), a per-case CSV and box plots, under names of our own (nnU-Net's find_best_configuration reads its
+summary.json from the folders users evaluate)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -14,9 +16,17 @@ import SimpleITK as sitk
 from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
 
 from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.data.verify import (
+    FRACTIONAL_LABEL_FIX,
+    count_non_finite,
+    declared_label_values,
+    label_values,
+    read_image,
+)
 from nnunet_multimodal.evaluation.metrics import CONVENTIONS, LesionSettings, mask_metrics
 
-OUTPUT_NAMES = ("summary.json", "per_case.csv", "boxplots.png")
+OUTPUT_NAMES = ("summary_nnunet_mm.json", "per_case_nnunet_mm.csv", "boxplots_nnunet_mm.png")
+WRITTEN_BY = "nnunet-mm evaluate"   # the JSON's mark: files of our names without it are someone else's
 SUMMARY_METRICS = ("Dice", "IoU", "HD95", "lesion_dice", "lesion_hd95")
 
 
@@ -30,15 +40,67 @@ def labels_or_regions_from_dataset_json(dataset_json: dict) -> list[int | tuple[
     return list(manager.foreground_labels)
 
 
+@dataclass(frozen=True)
+class DeclaredLabels:
+    """The label values a dataset.json declares, and that file: values beyond them in a segmentation would
+    belong to no label or region and be scored as background."""
+    values: frozenset[int]
+    source: str
+
+
+def read_dataset_json(path: str | Path) -> dict:
+    """A dataset.json whose labels nnU-Net's LabelManager accepts; ValueError naming the file otherwise (nnU-Net
+    would fail later with a traceback that names no file)."""
+    path = Path(path)
+    try:
+        dataset_json = json.loads(path.read_text())
+        labels_or_regions_from_dataset_json(dataset_json)
+        declared_label_values(dataset_json["labels"])
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError, RuntimeError) as e:
+        raise ValueError(f"{path} is no usable dataset.json ({type(e).__name__}: {e}); give it 'labels' as nnU-Net "
+                         f"defines them (background 0), or pass the dataset's own dataset.json") from e
+    return dataset_json
+
+
+def declared_labels(dataset_json: dict, source: str | Path) -> DeclaredLabels:
+    return DeclaredLabels(frozenset(declared_label_values(dataset_json["labels"])), str(source))
+
+
+SEGMENTATION_FIX = "a segmentation holds label values only: re-export it as an integer image"
+
+
 def read_segmentation(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    image = sitk.ReadImage(str(path))
-    return sitk.GetArrayFromImage(image), tuple(reversed(image.GetSpacing()))
+    """Labels and spacing (z, y, x) through the one image reader, which refuses files it cannot read whole. A
+    float file must hold label values only: NaN/Inf (SimpleITK's NIfTI reader makes them 0, background) and
+    fractional values (matching no label) would be scored as background, so they are refused too."""
+    image = read_image(path)
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        non_finite = count_non_finite(path, image)
+        if non_finite:
+            raise ValueError(f"{path} has {non_finite} NaN/Inf voxels; {SEGMENTATION_FIX}")
+        _, fractional = label_values(image)
+        if fractional:
+            raise ValueError(f"{path} has non-integer label values {fractional}; {FRACTIONAL_LABEL_FIX}")
+    return array, tuple(reversed(image.GetSpacing()))
+
+
+def check_declared(path: Path, segmentation: np.ndarray, declared: DeclaredLabels) -> None:
+    undeclared = sorted({int(v) for v in np.unique(segmentation)} - declared.values)
+    if undeclared:
+        raise ValueError(f"{path} holds label values {undeclared} that {declared.source} does not declare (its "
+                         f"labels: {sorted(declared.values)}); they would be scored as background. Pass the "
+                         f"dataset.json of these segmentations, or declare the values in its 'labels'")
 
 
 def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions: list, convention: str,
-                  lesions: LesionSettings | None, ignore_label: int | None = None) -> dict:
+                  lesions: LesionSettings | None, ignore_label: int | None = None,
+                  declared: DeclaredLabels | None = None) -> dict:
     reference, spacing = read_segmentation(reference_file)
     prediction, prediction_spacing = read_segmentation(prediction_file)
+    if declared is not None:
+        check_declared(reference_file, reference, declared)
+        check_declared(prediction_file, prediction, declared)
     if reference.shape != prediction.shape or not np.allclose(spacing, prediction_spacing, rtol=1e-3):
         raise ValueError(f"{prediction_file} (shape {prediction.shape}, spacing {prediction_spacing}) does not "
                          f"match its reference {reference_file} (shape {reference.shape}, spacing {spacing}); "
@@ -70,23 +132,32 @@ def _evaluate_star(arguments):
     return evaluate_case(*arguments)
 
 
+def case_files(folder: Path, file_ending: str) -> list[Path]:
+    # our own outputs (boxplots_nnunet_mm.png in a PNG dataset's folders, hidden partial files) are no cases
+    return sorted(p for p in folder.glob(f"*{file_ending}")
+                  if not p.name.startswith(".") and p.name not in OUTPUT_NAMES)
+
+
 def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path, labels_or_regions: list,
                      file_ending: str = ".nii.gz", convention: str = "nnunet", lesions: LesionSettings | None = None,
-                     ignore_label: int | None = None, num_processes: int = 1, progress: bool = True) -> dict:
-    """Every prediction in ``prediction_folder`` against the reference of the same name."""
+                     ignore_label: int | None = None, num_processes: int = 1, progress: bool = True,
+                     declared: DeclaredLabels | None = None) -> dict:
+    """Every prediction in ``prediction_folder`` against the reference of the same name. References without a
+    prediction are not scored (as in nnU-Net, which evaluates the predictions it finds): the summary lists them
+    under ``references_without_prediction``. With ``declared``, segmentations holding other values are refused."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
-    # our own outputs (boxplots.png in a PNG dataset's prediction folder, hidden partial files) are no cases
-    predictions = sorted(p for p in prediction_folder.glob(f"*{file_ending}")
-                         if not p.name.startswith(".") and p.name not in OUTPUT_NAMES)
+    predictions = case_files(prediction_folder, file_ending)
     if not predictions:
         raise FileNotFoundError(f"no *{file_ending} predictions in {prediction_folder}")
     missing = [p.name for p in predictions if not (reference_folder / p.name).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} prediction(s) have no reference in {reference_folder}: "
                                 f"{missing[:5]}; pass the folder with the matching labels")
-    jobs = [(reference_folder / p.name, p, labels_or_regions, convention, lesions, ignore_label)
+    predicted = {p.name for p in predictions}
+    unpredicted = [p.name for p in case_files(reference_folder, file_ending) if p.name not in predicted]
+    jobs = [(reference_folder / p.name, p, labels_or_regions, convention, lesions, ignore_label, declared)
             for p in predictions]
     from tqdm import tqdm
 
@@ -95,7 +166,7 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
             per_case = list(tqdm(pool.imap(_evaluate_star, jobs), total=len(jobs), disable=not progress))
     else:
         per_case = [evaluate_case(*job) for job in tqdm(jobs, disable=not progress)]
-    return summarize(per_case, convention)
+    return {**summarize(per_case, convention), "references_without_prediction": unpredicted}
 
 
 def json_safe(value):
@@ -108,17 +179,38 @@ def json_safe(value):
     return value
 
 
+def written_by_us(summary_file: Path) -> bool:
+    try:
+        return json.loads(summary_file.read_text()).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):  # absent, no JSON, or JSON that is no object
+        return False
+
+
+def check_no_foreign_outputs(paths: dict[str, Path]) -> None:
+    """Refuse to replace files we did not write. Ours: a JSON with our mark, and the CSV and PNG beside it (they
+    are written after it, in the same call)."""
+    if written_by_us(paths["json"]):
+        return
+    for path in paths.values():
+        if path.exists():
+            raise FileExistsError(f"{path} exists and was not written by {WRITTEN_BY}; write the outputs elsewhere "
+                                  f"(-o FOLDER) or delete the file")
+
+
 def write_outputs(summary: dict, output_folder: str | Path) -> dict[str, Path]:
-    """summary.json (NaN written as null), per_case.csv and boxplots.png; each written via a temporary file."""
+    """summary_nnunet_mm.json (NaN written as null), per_case_nnunet_mm.csv and boxplots_nnunet_mm.png; each
+    written via a temporary file, replacing only our own earlier outputs."""
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
     paths = {kind: output_folder / name for kind, name in zip(("json", "csv", "png"), OUTPUT_NAMES)}
-    write_text_atomic(paths["json"], json.dumps(json_safe(summary), indent=2, sort_keys=True))
+    check_no_foreign_outputs(paths)
+    write_text_atomic(paths["json"], json.dumps(json_safe({**summary, "written_by": WRITTEN_BY}), indent=2,
+                                                sort_keys=True))
 
     rows = [(Path(c["prediction_file"]).name, k, m)
             for c in summary["metric_per_case"] for k, m in c["metrics"].items()]
     metric_names = list(rows[0][2]) if rows else []
-    tmp = paths["csv"].with_name(".per_case.csv.tmp")
+    tmp = paths["csv"].with_name(f".{paths['csv'].name}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["case", "label_or_region", *metric_names])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnunet_multimodal.data.verify import read_image
 from nnunet_multimodal.losses.attention_distillation import attention_map
 from nnunet_multimodal.networks.cmsad import CMSADNet
 
@@ -61,6 +62,8 @@ def export_attention_maps(model_folder: str | Path, fold: str, checkpoint: str, 
     if missing:
         raise FileNotFoundError(f"image file(s) {missing} do not exist; pass one file per modality, in the "
                                 f"order of dataset.json channel_names")
+    for path in image_files:  # nnU-Net's preprocessor would read a file cut short without an error
+        read_image(Path(path))
     predictor, network = load_model(model_folder, fold, checkpoint, torch.device(device))
     names = [predictor.dataset_json["channel_names"][k] for k in sorted(predictor.dataset_json["channel_names"],
                                                                          key=int)]

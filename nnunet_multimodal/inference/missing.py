@@ -84,6 +84,39 @@ def modality_labels(channel_names: list[str]) -> list[str]:
             for channel, name in enumerate(channel_names)]
 
 
+def check_case_files(files: dict[int, Path], missing: set[int], case: str, modalities: list[str]) -> set[int]:
+    """The case's absent modalities (``missing`` plus absent files) for a model with ``modalities`` (in channel
+    order). Input that would crash the prediction midway or silently give a wrong one raises ValueError naming
+    the file and the fix: channel files beyond the model's modalities, nothing left to predict from, unreadable
+    or cut-short images, NaN/Inf voxels (SimpleITK's NIfTI reader would turn them into zeros), channels on
+    different grids."""
+    m = len(modalities)
+    extra = sorted(set(files) - set(range(m)))
+    if extra:
+        raise ValueError(f"{case}: channel files {[files[c].name for c in extra]} are beyond the model's {m} "
+                         f"modalities ({', '.join(modalities)}); remove them from the input folder")
+    absent = missing | (set(range(m)) - set(files))
+    if len(absent) == m:
+        raise ValueError(f"{case}: every modality is missing; at least one of {modalities} is needed")
+    reference = None
+    for channel in sorted(set(range(m)) - absent):
+        path = files[channel]
+        image = read_image(path)
+        if reference is None:
+            reference = (path, image_geometry(image))
+        else:
+            mismatch = geometry_mismatch(reference[1], image_geometry(image))
+            if mismatch:
+                raise ValueError(f"{path}: {mismatch} (of {reference[0].name}); resample every channel of {case} "
+                                 f"onto one grid (e.g. SimpleITK.Resample onto {reference[0].name}) and rerun")
+        bad = count_non_finite(path, image)
+        if bad:
+            raise ValueError(f"{path}: {bad} NaN/Inf voxels would give a wrong prediction; replace them (e.g. "
+                             f"numpy.nan_to_num) or re-export the image, or predict without this modality "
+                             f"(--missing {modalities[channel]})")
+    return absent
+
+
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True):
@@ -117,46 +150,15 @@ class MissingModalityPredictor:
                              f"{self.modalities} (dataset.json channel_names)")
         return {self.modalities.index(n) for n in names}
 
-    def check_case(self, files: dict[int, Path], missing: set[int], case: str) -> set[int]:
-        """The case's absent modalities (``missing`` plus absent files). Input that would crash the prediction
-        midway or silently give a wrong one raises ValueError naming the file and the fix: channel files beyond
-        the model's modalities, nothing left to predict from, unreadable images, NaN/Inf voxels (SimpleITK's
-        NIfTI reader would turn them into zeros), channels on different grids."""
-        m = len(self.modalities)
-        extra = sorted(set(files) - set(range(m)))
-        if extra:
-            raise ValueError(f"{case}: channel files {[files[c].name for c in extra]} are beyond the model's {m} "
-                             f"modalities ({', '.join(self.modalities)}); remove them from the input folder")
-        absent = missing | (set(range(m)) - set(files))
-        if len(absent) == m:
-            raise ValueError(f"{case}: every modality is missing; at least one of {self.modalities} is needed")
-        reference = None
-        for channel in sorted(set(range(m)) - absent):
-            path = files[channel]
-            image = read_image(path)
-            if reference is None:
-                reference = (path, image_geometry(image))
-            else:
-                mismatch = geometry_mismatch(reference[1], image_geometry(image))
-                if mismatch:
-                    raise ValueError(f"{path}: {mismatch} (of {reference[0].name}); resample every channel of {case} "
-                                     f"onto one grid (e.g. SimpleITK.Resample onto {reference[0].name}) and rerun")
-            bad = count_non_finite(path, image)
-            if bad:
-                raise ValueError(f"{path}: {bad} NaN/Inf voxels would give a wrong prediction; replace them (e.g. "
-                                 f"numpy.nan_to_num) or re-export the image, or predict without this modality "
-                                 f"(--missing {self.modalities[channel]})")
-        return absent
-
     def predict_case(self, files: dict[int, Path], missing: set[int], output_file_truncated: Path,
                      save_probabilities: bool = False) -> list[str]:
         """Check and predict one case; returns the modalities used. The output appears complete or not at all."""
-        absent = self.check_case(files, missing, output_file_truncated.name)
+        absent = check_case_files(files, missing, output_file_truncated.name, self.modalities)
         return self.predict_checked_case(files, absent, output_file_truncated, save_probabilities)
 
     def predict_checked_case(self, files: dict[int, Path], absent: set[int], output_file_truncated: Path,
                              save_probabilities: bool = False) -> list[str]:
-        """Predict one case whose absent modalities ``check_case`` returned."""
+        """Predict one case whose absent modalities ``check_case_files`` returned."""
         from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
         m = len(self.modalities)
@@ -203,7 +205,8 @@ class MissingModalityPredictor:
         cases = group_case_files(input_folder, self.file_ending)
         if not cases:
             raise FileNotFoundError(f"no CASE_XXXX{self.file_ending} images in {input_folder}")
-        absent = {case: self.check_case(files, missing, case) for case, files in sorted(cases.items())}
+        absent = {case: check_case_files(files, missing, case, self.modalities)
+                  for case, files in sorted(cases.items())}
         ensure_writable(output_folder)
         used = {case: self.predict_checked_case(cases[case], absent[case], output_folder / case, save_probabilities)
                 for case in sorted(cases)}
@@ -247,9 +250,10 @@ def fold_validation_cases(dataset_name: str, fold: int, file_ending: str, stagin
 
 def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Path, reference_folder: str | Path,
                      output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet",
-                     ignore_label: int | None = None) -> dict:
+                     ignore_label: int | None = None, declared=None) -> dict:
     """Predict and evaluate with every non-empty subset of modalities; writes table.json (NaN as null),
-    table.csv and heatmap.png; returns {subset: {label_or_region: Dice}} plus the mean over subsets."""
+    table.csv and heatmap.png; returns {subset: {label_or_region: Dice}} plus the mean over subsets.
+    ``declared``: ``evaluate.DeclaredLabels``, refusing segmentations with other values."""
     from nnunet_multimodal.evaluation.evaluate import evaluate_folders, json_safe, nan_ignoring_mean, write_outputs
 
     output_folder = Path(output_folder)
@@ -262,7 +266,7 @@ def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Pa
             warnings.simplefilter("ignore")
             predictor.predict_folder(input_folder, folder, [m for m in predictor.modalities if m not in subset])
         summary = evaluate_folders(reference_folder, folder, labels_or_regions, predictor.file_ending, convention,
-                                   ignore_label=ignore_label, progress=False)
+                                   ignore_label=ignore_label, progress=False, declared=declared)
         table[name] = {k: v["Dice"] for k, v in summary["mean"].items()}
         table[name]["mean"] = summary["foreground_mean"]["Dice"]
         write_outputs(summary, folder)

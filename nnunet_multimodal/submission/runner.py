@@ -25,7 +25,6 @@ import SimpleITK as sitk
 
 from nnunet_multimodal.data.convert.common import ConversionError
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout
-from nnunet_multimodal.data.verify import UnreadableImage, count_non_finite, read_image
 
 SUBMISSION_FILE = "submission.json"
 GENERIC_LAYOUT = "nnunet"   # nnU-Net's own naming: CASE_XXXX<file_ending> in one folder, the model's labels
@@ -133,7 +132,7 @@ def check_channels(case: InputCase, modalities: list[str], trained_for_missing: 
 
 def stage_case(case: InputCase, staging: Path, staged_name: str, file_ending: str) -> dict[int, Path]:
     """The case's present channels on one grid (the first present channel's) as nnU-Net files; returns them by
-    channel index. Unreadable files and grids that do not overlap raise CaseError."""
+    channel index. Unreadable or cut-short files, NaN/Inf voxels and grids that do not overlap raise CaseError."""
     from nnunet_multimodal.data.convert.formats import channels_on_reference_grid
 
     present = sorted(case.channels)
@@ -149,27 +148,18 @@ def stage_case(case: InputCase, staging: Path, staged_name: str, file_ending: st
     return files
 
 
-def check_readable(files: dict[int, Path]) -> None:
-    for path in files.values():
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as e:
-            raise CaseError(f"{path} is unreadable: {str(e).strip().splitlines()[-1]}") from e
+def case_inputs(case: InputCase, modalities: list[str], trained_for_missing: bool, reference_required: bool,
+                staging: Path, file_ending: str) -> tuple[dict[int, Path], set[int]]:
+    """The nnU-Net files to predict ``case`` from and its absent channels, checked once for every model; a case
+    that cannot be predicted as given raises CaseError naming the file and the fix."""
+    from nnunet_multimodal.inference.missing import check_case_files
 
-
-def check_finite(files: dict[int, Path]) -> None:
-    """Checked on the case's own files: staging reads them with SimpleITK, whose NIfTI reader makes NaNs zeros
-    (unstaged cases are checked by the predictor)."""
-    for path in files.values():
-        try:
-            bad = count_non_finite(path, read_image(path))
-        except UnreadableImage as e:
-            raise CaseError(str(e)) from e
-        if bad:
-            raise CaseError(f"{path} has {bad} NaN/Inf voxels, which would give a wrong segmentation; replace them "
-                            f"(e.g. numpy.nan_to_num) or re-export the image")
+    check_channels(case, modalities, trained_for_missing, reference_required)
+    files = stage_case(case, staging, "case", file_ending) if case.stage else case.channels
+    try:
+        return files, check_case_files(files, set(), case.name, modalities)
+    except ValueError as e:  # unreadable or cut-short files, NaN/Inf voxels, channels on different grids
+        raise CaseError(str(e)) from e
 
 
 def label_lookup(layout: Layout) -> np.ndarray:
@@ -234,15 +224,9 @@ def run_submission(submission: Submission, input_root: Path, output_root: Path, 
         for index, case in enumerate(cases):
             work = Path(tmp) / f"case{index:05d}"     # staged inputs and per-model outputs, removed after the case
             try:
-                check_channels(case, modalities, trained_for_missing,
-                               reference_required=layout is not None and not layout.co_registered)
-                if case.stage:
-                    check_finite(case.channels)
-                    files = stage_case(case, work / "input", "case", file_ending)
-                else:
-                    check_readable(case.channels)
-                    files = case.channels
-                absent = first.check_case(files, set(), case.name)   # once: every model takes the same files
+                files, absent = case_inputs(case, modalities, trained_for_missing,
+                                            layout is not None and not layout.co_registered, work / "input",
+                                            file_ending)
                 for k, predictor in enumerate(predictors):
                     used = predictor.predict_checked_case(files, absent, work / f"model{k}" / "case",
                                                           save_probabilities=len(predictors) > 1)

@@ -20,12 +20,18 @@ class ConversionError(RuntimeError):
 
 
 def read_image(path: Path) -> sitk.Image:
+    """A source image or label; ConversionError naming the file when it is missing, unreadable, cut short, or
+    holds NaN/Inf voxels (SimpleITK's NIfTI reader turns those into zeros the scanner never measured)."""
     if not path.is_file():
         raise ConversionError(f"{path} is missing")
     try:
-        return verify.read_image(path)
+        image = verify.read_image(path)
     except verify.UnreadableImage as e:
         raise ConversionError(str(e)) from e
+    non_finite = verify.count_non_finite(path, image)
+    if non_finite:
+        raise ConversionError(f"{path} has {non_finite} NaN/Inf voxels; {verify.NON_FINITE_FIX}")
+    return image
 
 
 def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:

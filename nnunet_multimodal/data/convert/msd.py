@@ -7,7 +7,19 @@ import shutil
 from pathlib import Path
 
 from nnunet_multimodal.data.convert.common import ConversionError, check_dataset_id_free
-from nnunet_multimodal.data.verify import verify_dataset
+from nnunet_multimodal.data.verify import UnreadableImage, check_complete, verify_dataset
+
+
+def check_source_files(source: Path) -> None:
+    """nnU-Net's converter reads the 4D images with SimpleITK, which decodes a file cut short without an error
+    (the missing voxels as zeros), and copies the others: every source file is checked first, so the error
+    names it rather than the copy."""
+    for path in sorted(source.glob("*/*.nii.gz")):
+        if not path.name.startswith((".", "_")):  # nnU-Net skips these (macOS' ._ files among them)
+            try:
+                check_complete(path)
+            except UnreadableImage as e:
+                raise ConversionError(str(e)) from e
 
 
 def convert_msd(source: str | Path, raw_folder: str | Path, dataset_id: int) -> Path:
@@ -15,6 +27,7 @@ def convert_msd(source: str | Path, raw_folder: str | Path, dataset_id: int) -> 
 
     raw_folder = Path(raw_folder)
     check_dataset_id_free(raw_folder, dataset_id)  # nnU-Net's own check would be reported as a bad task folder
+    check_source_files(Path(source))
     staging = raw_folder / f".msd-{dataset_id}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
