@@ -162,3 +162,12 @@ def test_split_in_training_runs_split_only_in_training_mode(transposed):
     assert type(conv.eval()(x).grad_fn).__name__ == "ConvolutionBackward0"
     with pytest.raises(ValueError, match="execution must be one of"):
         factory(torch.nn.Conv3d, 2, "sometimes")
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("attention_dim", 0, "cmsad.attention_dim must be a positive integer"),
+    ("attention_dim", 8.5, "cmsad.attention_dim must be a positive integer"),
+    ("attention_max_tokens", -1, "cmsad.attention_max_tokens must be a non-negative integer")])
+def test_attention_knobs_out_of_range_name_the_knob(knob, value, message):
+    with pytest.raises(ValueError, match=message):
+        make(**{knob: value})

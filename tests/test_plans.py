@@ -138,7 +138,31 @@ def test_knobs_are_checked_when_the_plans_are_written(preprocessed_folder, tmp_p
                           ("cmsad.branch_wdith=0.5", "Unknown knob"),
                           ("mkd.discriminator_width=-1", "discriminator_width must be a positive integer"),
                           ("sam_adapter.input_size=100", "input_size must be a multiple of 16"),
+                          ("cmsad.attention_dim=0", "attention_dim must be a positive integer"),
+                          ("cmsad.attention_max_tokens=-1", "attention_max_tokens must be a non-negative integer"),
+                          ("maml.instance_norm=fast", "instance_norm knob must be one of"),
+                          ("sam_adapter.adapter_heads=0", "adapter_heads must be a positive integer"),
+                          ("sam_adapter.adapter_ratio=0", r"adapter_ratio must be a number in \(0, 1\]"),
+                          ("sam_adapter.decoder_channels=[16,0]", "decoder_channels must be a positive integer"),
+                          ("sam_adapter.unfreeze_last_blocks=\"2\"", "unfreeze_last_blocks must be a non-negative"),
                           ("mmal.branch_width=0.5", "unknown knob section 'mmal'")):
         with pytest.raises(ValueError, match=message):
             write_derived_plans(folder, "nnUNetPlans", ["2d"], "bad", tiny=True, knobs=[knob])
         assert not (folder / "bad.json").exists()
+
+
+def test_a_network_that_cannot_run_a_patch_is_refused_naming_the_configuration(preprocessed_folder):
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+
+    class OneChannelNetwork(nnUNetTrainerMultiModalBase):
+        @classmethod
+        def build_multimodal_network(cls, *args):
+            return torch.nn.Conv2d(1, 1, 3)     # the dataset has more channels: builds, but cannot run a patch
+
+    plans = PlansManager(json.loads((preprocessed_folder / "nnUNetPlans.json").read_text()))
+    dataset_json = json.loads((preprocessed_folder / "dataset.json").read_text())
+    with pytest.raises(ValueError, match="OneChannelNetwork network of configuration '2d' cannot run a patch"):
+        OneChannelNetwork.check_architecture(plans, "2d", dataset_json)

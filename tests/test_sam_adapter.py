@@ -285,7 +285,12 @@ def test_unusable_sam_checkpoints_give_clear_errors(tmp_path):
 @pytest.mark.parametrize("knob, value, message", [
     ("variant", "vit_x", "variant must be one of"), ("input_size", 100, "multiple of 16"),
     ("trainable", "decoder", "trainable must be one of"), ("unfreeze_last_blocks", 5, "in 0..4 for tiny"),
-    ("adapter_heads", 3, "divisible by sam_adapter.adapter_heads")])
+    ("adapter_heads", 3, "divisible by sam_adapter.adapter_heads"),
+    ("adapter_heads", 0, "adapter_heads must be a positive integer"),
+    ("adapter_ratio", 0, r"adapter_ratio must be a number in \(0, 1\]"),
+    ("decoder_channels", [16, 0], "decoder_channels must be a positive integer"),
+    ("decoder_channels", 16, "decoder_channels needs a list"),
+    ("unfreeze_last_blocks", "2", "unfreeze_last_blocks must be a non-negative integer")])
 def test_invalid_knobs_name_the_knob(knob, value, message):
     with pytest.raises(ValueError, match=message):
         make(**{knob: value})

@@ -19,6 +19,7 @@ from nnunet_multimodal.networks.branches import (
     build_branch_encoder,
     split_branches,
 )
+from nnunet_multimodal.networks.knob_checks import non_negative_int, positive_int
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, check_branch_convolutions
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
@@ -57,6 +58,8 @@ class CMSADNet(nn.Module):
         if unknown:
             raise ValueError(f"cmsad.scff_levels {unknown} out of range: the plans have {architecture.n_stages} "
                              f"stages (levels 0..{architecture.n_stages - 1})")
+        non_negative_int(knobs["attention_max_tokens"], "cmsad.attention_max_tokens")
+        positive_int(knobs["attention_dim"], "cmsad.attention_dim")
         self.level_modes = []
         grid = np.array(patch_size)
         for level, stride in enumerate(architecture.strides):

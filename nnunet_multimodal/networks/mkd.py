@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_multimodal.networks.knob_checks import positive_int
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 
 DEFAULT_KNOBS = {
@@ -25,8 +26,7 @@ DEFAULT_KNOBS = {
 
 def check_knobs(knobs: dict) -> None:
     for name, value in knobs.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"mkd knob {name} must be a positive integer, got {value!r}")
+        positive_int(value, f"mkd.{name}")
 
 
 def ensemble_logits(target_logits, assistant_logits):

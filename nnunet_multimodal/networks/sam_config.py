@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunet_multimodal.networks.knob_checks import fraction, non_negative_int, positive_int
+
 SAM_PATCH_SIZE = 16
 
 
@@ -56,9 +58,18 @@ def check_knobs(knobs: dict) -> None:
     for name, allowed in (("input_mapping", INPUT_MAPPINGS), ("trainable", TRAINABLE)):
         if knobs[name] not in allowed:
             raise ValueError(f"sam_adapter.{name} must be one of {allowed}, got {knobs[name]!r}; fix {where}")
+    if not isinstance(knobs["decoder_channels"], list) or not knobs["decoder_channels"]:
+        raise ValueError(f"sam_adapter.decoder_channels needs a list of at least one stage's channels, got "
+                         f"{knobs['decoder_channels']!r}; fix {where}")
     depth = ENCODER_VARIANTS[knobs["variant"]].depth
-    if not 0 <= knobs["unfreeze_last_blocks"] <= depth:
+    try:
+        fraction(knobs["adapter_ratio"], "sam_adapter.adapter_ratio")
+        positive_int(knobs["adapter_heads"], "sam_adapter.adapter_heads")
+        non_negative_int(knobs["unfreeze_last_blocks"], "sam_adapter.unfreeze_last_blocks")
+        for channels in knobs["decoder_channels"]:
+            positive_int(channels, "each of sam_adapter.decoder_channels")
+    except ValueError as e:
+        raise ValueError(f"{e}; fix {where}") from e
+    if knobs["unfreeze_last_blocks"] > depth:
         raise ValueError(f"sam_adapter.unfreeze_last_blocks must be in 0..{depth} for {knobs['variant']}, got "
                          f"{knobs['unfreeze_last_blocks']!r}; fix {where}")
-    if not knobs["decoder_channels"]:
-        raise ValueError(f"sam_adapter.decoder_channels needs at least one stage; fix {where}")

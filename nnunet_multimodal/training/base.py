@@ -127,13 +127,22 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
     # ---------------------------------------------------------------- network
     @classmethod
     def check_architecture(cls, plans_manager: PlansManager, configuration: str, dataset_json: dict) -> None:
-        """Build this trainer's modules on the meta device (no memory, no weights): knob values they cannot be
-        built with fail here, before training creates any folder, and already at ``nnunet-mm plans --set``."""
+        """Build this trainer's network on the meta device (no memory, no weights, nothing computed) and run one
+        training-mode forward pass of a patch through it: knob values it cannot be built or run with fail here,
+        before training creates any folder, and already at ``nnunet-mm plans --set``."""
         configuration_manager = plans_manager.get_configuration(configuration)
         num_input_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
         num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
         with torch.device("meta"):
-            cls.build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_outputs)
+            network = cls.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                     num_outputs)
+            patch = torch.zeros(1, num_input_channels, *configuration_manager.patch_size)
+            try:
+                network(patch)
+            except RuntimeError as e:
+                raise ValueError(f"the {cls.__name__} network of configuration {configuration!r} cannot run a "
+                                 f"patch of {list(configuration_manager.patch_size)} ({e}); check the knobs under "
+                                 f"configurations[{configuration!r}]['multimodal'] of the plans") from e
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
