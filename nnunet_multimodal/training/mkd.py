@@ -236,7 +236,9 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
         else:
             aligned = assistant_images
         n = target_images.shape[0]
-        self._alignment_example = (assistant_images[0].cpu(), aligned[0].cpu(), target_images[0].cpu())
+        # kept on the device: a copy to the CPU here would wait for the alignment step mid-step, every step; the
+        # plot at the end of the epoch copies the last one
+        self._alignment_example = (assistant_images[0], aligned[0].detach(), target_images[0])
 
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
@@ -266,7 +268,8 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
         if self.local_rank == 0 and self._alignment_example is not None:
-            plot_alignment(*self._alignment_example, join(self.output_folder, "alignment.png"), self.current_epoch)
+            images = (image.cpu() for image in self._alignment_example)
+            plot_alignment(*images, join(self.output_folder, "alignment.png"), self.current_epoch)
 
 
 def _display_slice(image: torch.Tensor) -> np.ndarray:
