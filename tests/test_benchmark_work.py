@@ -67,3 +67,9 @@ def test_the_meta_device_is_counted_like_the_cpu():
     x_cpu, x_meta = torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4, device="meta")
     on_cpu, on_meta = _work(lambda: on_cpu(x_cpu)), _work(lambda: on_meta(x_meta))
     assert (on_meta.flops, on_meta.bytes) == (on_cpu.flops, on_cpu.bytes)
+
+
+def test_a_reshape_that_copies_counts_the_copy_once():
+    x = torch.zeros(2, 3).t()   # not contiguous: reshape clones, then views the clone without a schema view mark
+    work = _work(lambda: x.reshape(6))
+    assert (work.operations, work.bytes) == (1, 2 * 6 * FLOAT32)

@@ -1,8 +1,15 @@
 """Profiler summaries of the speed benchmark (nnunet_multimodal/benchmarks/kernel_profile.py), on the CPU."""
 
+from types import SimpleNamespace
+
 import torch
 
-from nnunet_multimodal.benchmarks.kernel_profile import profile_passes, summarize_profile, write_profile
+from nnunet_multimodal.benchmarks.kernel_profile import (
+    convolution_time_by_grouping,
+    profile_passes,
+    summarize_profile,
+    write_profile,
+)
 
 CPU = torch.device("cpu")
 
@@ -25,3 +32,8 @@ def test_dense_convolutions_are_not_counted_as_grouped():
 def test_the_table_file_names_the_pass_and_holds_the_operators(tmp_path):
     write_profile(_profile_of(torch.nn.Conv3d(4, 8, 3)), tmp_path, "net_step", 2, CPU)
     assert "aten::convolution" in (tmp_path / "net_step.txt").read_text()
+
+
+def test_a_convolution_without_recorded_arguments_is_unclassified_not_an_error():
+    event = SimpleNamespace(name="aten::convolution", concrete_inputs=[], cpu_time_total=5.0)
+    assert convolution_time_by_grouping([event], CPU)["unclassified_us"] == 5.0

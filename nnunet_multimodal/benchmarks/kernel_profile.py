@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity
 
-# positions of ``groups`` and ``transposed`` in the aten signatures
-CONVOLUTIONS = {"aten::convolution": (8, 6), "aten::convolution_backward": (9, 7)}
+# position of ``groups`` in the aten signatures
+GROUPS_ARGUMENT = {"aten::convolution": 8, "aten::convolution_backward": 9}
 TABLE_ROWS = 40
 
 
@@ -22,18 +22,23 @@ def _time(event, device: torch.device) -> float:
     return event.device_time_total if device.type == "cuda" else event.cpu_time_total
 
 
-def convolution_groups(event) -> int:
-    """``groups`` of an aten convolution event, from its recorded scalar arguments."""
-    groups_index, _ = CONVOLUTIONS[event.name]
-    return int(event.concrete_inputs[groups_index])
+def convolution_groups(event) -> int | None:
+    """``groups`` of an aten convolution event, from its recorded scalar arguments (None where the profiler
+    recorded none: the time is then reported as unclassified rather than lost with the measurement)."""
+    try:
+        return int(event.concrete_inputs[GROUPS_ARGUMENT[event.name]])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def convolution_time_by_grouping(events, device: torch.device) -> dict[str, float]:
-    """Microseconds in grouped (groups > 1) and dense convolutions, forward and backward."""
-    totals = {"grouped_us": 0.0, "dense_us": 0.0}
+    """Microseconds in grouped (groups > 1), dense and unclassified convolutions, forward and backward."""
+    totals = {"grouped_us": 0.0, "dense_us": 0.0, "unclassified_us": 0.0}
     for event in events:
-        if event.name in CONVOLUTIONS:
-            totals["grouped_us" if convolution_groups(event) > 1 else "dense_us"] += _time(event, device)
+        if event.name in GROUPS_ARGUMENT:
+            groups = convolution_groups(event)
+            kind = "unclassified_us" if groups is None else "grouped_us" if groups > 1 else "dense_us"
+            totals[kind] += _time(event, device)
     return totals
 
 
@@ -61,6 +66,7 @@ def summarize_profile(profiler, repeats: int, device: torch.device) -> dict:
     return {"busy_ms_per_pass": busy_us / 1e3 / repeats, "kernel_launches_per_pass": len(kernels) / repeats,
             "grouped_convolution_ms_per_pass": convolutions["grouped_us"] / 1e3 / repeats,
             "dense_convolution_ms_per_pass": convolutions["dense_us"] / 1e3 / repeats,
+            "unclassified_convolution_ms_per_pass": convolutions["unclassified_us"] / 1e3 / repeats,
             "timed_on": "cuda kernels" if device.type == "cuda" else "cpu operators"}
 
 

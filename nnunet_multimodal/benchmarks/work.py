@@ -60,9 +60,10 @@ OWN_FORMULAS = {
     aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
 }
-# allocations without a fill write nothing
+# allocations without a fill write nothing; these return a tensor sharing its input's memory without being marked
+# as views in their schema
 NO_WORK = {aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty, aten.new_empty_strided, aten.detach,
-           aten.lift_fresh}
+           aten.lift_fresh, aten._unsafe_view}
 
 
 def operation_flops(func, args, kwargs, out) -> int:
