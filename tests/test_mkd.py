@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -285,3 +286,29 @@ def test_mkd_predicts_with_the_ensemble(workspace, nnunet_paths, phantom_dataset
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(network(x), (network.target(x) + network.assistant(x)) / 2)
+
+
+def _forced_foreground_rate(loader, batches: int = 3000) -> float:
+    return float(np.mean([loader.get_do_oversample(i) for _ in range(batches) for i in range(loader.batch_size)]))
+
+
+@pytest.mark.parametrize("plans_batch", [1, 2, 3, 4])
+def test_each_stream_draws_foreground_at_nnunets_rate_whatever_its_share_of_the_batch(plans_batch):
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+    np.random.seed(0)
+    cases = SimpleNamespace(identifiers=["case_0", "case_1"])   # what a loader reads of its dataset when built
+    labels = SimpleNamespace(all_labels=[0, 1], has_ignore_label=False)
+    for stream_batch in assistant_batch_size(plans_batch, nnUNetTrainerMKD.assistant_share):
+        loader = nnUNetDataLoader(cases, stream_batch, (8, 8), (8, 8), labels, oversample_foreground_percent=0.33,
+                                  probabilistic_oversampling=True)
+        assert _forced_foreground_rate(loader) == pytest.approx(0.33, abs=0.03), stream_batch
+
+
+def test_both_loaders_of_the_trainer_draw_foreground_per_sample(trained_mkd_model, nnunet_paths):
+    trainer = _in_process_trainer(trained_mkd_model, fold=1)
+    trainer.initialize()
+    target, _ = trainer.get_dataloaders()
+    for augmenter in (target, trainer.dataloader_assistant):
+        loader = getattr(augmenter, "data_loader", None) or augmenter.generator
+        assert loader.get_do_oversample == loader._probabilistic_oversampling

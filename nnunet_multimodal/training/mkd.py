@@ -94,6 +94,10 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
         # checked before nnU-Net creates the output folder
         self.assistant = find_assistant(plans, configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        # The plans' batch is split between two loaders. nnU-Net forces foreground on the last p of a batch's
+        # samples, which a loader batch of 1 never reaches (nnU-Net's default 3D batch of 2 gave neither stream
+        # any); drawn per sample, each stream gets foreground at nnU-Net's rate p whatever its batch size.
+        self.probabilistic_oversampling = True
         self.distillation = MutualDistillation(self.kd_temperature, regions=self.label_manager.has_regions)
         self.dataloader_assistant = None
         self.iam_schedulers: list[PolyLRScheduler] = []
