@@ -23,6 +23,7 @@ from nnunet_multimodal.networks.branches import (
     build_branch_encoder,
     split_branches,
 )
+from nnunet_multimodal.networks.broadcast import trailing_singletons
 from nnunet_multimodal.networks.plans_architecture import (
     PlansArchitecture,
     check_branch_convolutions,
@@ -151,7 +152,7 @@ class MAMLNet(nn.Module):
         branch_logits = [[level[:, i] for level in logits] for i in range(m)]
         if available is not None:
             weights = availability_weights(available, m, x)
-            stacked = stacked * weights.view(*weights.shape, *([1] * (stacked.ndim - 2)))
+            stacked = stacked * trailing_singletons(weights, stacked.ndim)
         fused_features = self.fusion(stacked.flatten(1, 2))
         attended = (self.modality_aware(stacked, fused_features) * stacked).sum(1)
         fused = self.head(attended)
@@ -164,8 +165,8 @@ class MAMLNet(nn.Module):
         # nnU-Net's validation under deep supervision: the fused logits first, then the available branches'
         # mean at the lower resolutions (only used for the logged validation loss)
         present = torch.ones(x.shape[0], m, device=x.device) if available is None else available.float()
-        lower = [sum(present[:, i].view(-1, *([1] * (level[0].ndim - 1))) * b[level_index]
-                     for i, b in enumerate(branch_logits)) / present.sum(1).view(-1, *([1] * (level[0].ndim - 1)))
+        lower = [sum(trailing_singletons(present[:, i], level[0].ndim) * b[level_index]
+                     for i, b in enumerate(branch_logits)) / trailing_singletons(present.sum(1), level[0].ndim)
                  for level_index, level in enumerate(zip(*branch_logits)) if level_index > 0]
         return [fused, *lower]
 
@@ -174,4 +175,4 @@ class MAMLNet(nn.Module):
         alone = available.sum(1) == 1
         index = available.float().argmax(1)
         chosen = full[torch.arange(full.shape[0], device=full.device), index]
-        return torch.where(alone.view(-1, *([1] * (fused.ndim - 1))), chosen, fused)
+        return torch.where(trailing_singletons(alone, fused.ndim), chosen, fused)

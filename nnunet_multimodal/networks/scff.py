@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_multimodal.full_precision import full_precision
+from nnunet_multimodal.networks.broadcast import trailing_singletons
 from nnunet_multimodal.networks.plans_architecture import grouped_conv
 
 MODES = ("attention", "gating", "none")
@@ -76,7 +77,7 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
                 mask = available.to(torch.bool).repeat_interleave(n, dim=1).view(b, 1, 1, m * n)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)   # (B, 1, M*N, d)
         attended = attended.view(b, m, n, d).transpose(-1, -2).reshape(b, m * d, *spatial).to(features.dtype)
-        update = self.split(self.project(attended)) * self.residual_scale.view(1, m, *([1] * (len(spatial) + 1)))
+        update = self.split(self.project(attended)) * trailing_singletons(self.residual_scale[None], len(spatial) + 3)
         return features + update.flatten(1, 2)
 
     def correlate_gating(self, features: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor:
@@ -92,7 +93,7 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
             if available is not None:
                 present = available.float()
                 pair_present = present[:, i] * present[:, j]                     # (B, P)
-                correlations = correlations * pair_present.view(*pair_present.shape, *([1] * (features.ndim - 2)))
+                correlations = correlations * trailing_singletons(pair_present, correlations.ndim)
             gates = 2 * torch.sigmoid(self.gate(correlations))                  # (B, M, *sp)
         return (per_modality * gates.unsqueeze(2).to(features.dtype)).flatten(1, 2)
 
@@ -104,5 +105,5 @@ class SpatialCorrelatedFeatureFusion(nn.Module):
             features = self.correlate_gating(features, available)
         if available is not None:
             weights = availability_weights(available, self.num_modalities, features)
-            features = (self.split(features) * weights.view(*weights.shape, *([1] * (features.ndim - 1)))).flatten(1, 2)
+            features = (self.split(features) * trailing_singletons(weights, features.ndim + 1)).flatten(1, 2)
         return self.nonlin(self.norm(self.fuse(features)))

@@ -7,6 +7,8 @@ import inspect
 import torch
 from torch import nn
 
+from nnunet_multimodal.networks.broadcast import trailing_singletons
+
 
 def sample_availability(batch_size: int, num_modalities: int, p_drop: float,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -28,7 +30,7 @@ def zero_unavailable(data: torch.Tensor, available: torch.Tensor) -> torch.Tenso
     num_modalities = available.shape[1]
     keep = torch.ones(data.shape[:2], dtype=data.dtype, device=data.device)
     keep[:, :num_modalities] = available.to(device=data.device, dtype=data.dtype)
-    return data * keep.view(*keep.shape, *([1] * (data.ndim - 2)))
+    return data * trailing_singletons(keep, data.ndim)
 
 
 def accepts_availability(network: nn.Module) -> bool:
