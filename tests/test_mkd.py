@@ -26,7 +26,13 @@ from nnunet_multimodal.losses.image_alignment import (
 )
 from nnunet_multimodal.losses.mutual_learning import MutualDistillation, prediction_kl
 from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet
-from nnunet_multimodal.training.mkd import assistant_batch_size, nnUNetTrainerMKD, nnUNetTrainerMKD_2epochs
+from nnunet_multimodal.training.mkd import (
+    assistant_batch_size,
+    nnUNetTrainerMKD,
+    nnUNetTrainerMKD_2epochs,
+    nnUNetTrainerMKD_kdTemperature2,
+    nnUNetTrainerMKD_T2,
+)
 
 
 # ---------------------------------------------------------------- losses
@@ -312,3 +318,11 @@ def test_both_loaders_of_the_trainer_draw_foreground_per_sample(trained_mkd_mode
     for augmenter in (target, trainer.dataloader_assistant):
         loader = getattr(augmenter, "data_loader", None) or augmenter.generator
         assert loader.get_do_oversample == loader._probabilistic_oversampling
+
+
+def test_the_old_temperature_trainer_name_warns_and_trains_as_the_new_one(trained_mkd_model, nnunet_paths):
+    plans = json.loads((trained_mkd_model.parent / "plans.json").read_text())
+    dataset_json = json.loads((trained_mkd_model.parent / "dataset.json").read_text())
+    with pytest.warns(FutureWarning, match="renamed nnUNetTrainerMKD_kdTemperature2"):
+        trainer = nnUNetTrainerMKD_T2(plans, "2d", 1, dataset_json, torch.device("cpu"))
+    assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2) and trainer.kd_temperature == 2.0

@@ -4,10 +4,11 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD,
     nnUNetTrainerMKD_2epochs,
     nnUNetTrainerMKD_demo,
+    nnUNetTrainerMKD_kdTemperature2,
     nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
     nnUNetTrainerMKD_T2,
 )
 
 __all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_noIAM",
-           "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_T2"]
+           "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_kdTemperature2", "nnUNetTrainerMKD_T2"]

@@ -13,6 +13,8 @@ logits on target images.
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 import numpy as np
 import torch
@@ -311,10 +313,21 @@ class nnUNetTrainerMKD_noKD(nnUNetTrainerMKD):
                              for t in nnUNetTrainerMKD.extra_loss_terms)
 
 
-class nnUNetTrainerMKD_T2(nnUNetTrainerMKD):
+class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
     """KD at temperature 2 (the default before the phantom comparison in docs/benchmarks.md)."""
 
     kd_temperature = 2.0
+
+
+class nnUNetTrainerMKD_T2(nnUNetTrainerMKD_kdTemperature2):
+    """Deprecated name of nnUNetTrainerMKD_kdTemperature2 ("T2" reads as the MRI modality); kept so that models
+    trained under it still predict and resume."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        warnings.warn("nnUNetTrainerMKD_T2 is renamed nnUNetTrainerMKD_kdTemperature2 (distillation temperature 2); "
+                      "the old name will be removed", FutureWarning, stacklevel=2)
+        super().__init__(plans, configuration, fold, dataset_json, device)
 
 
 class nnUNetTrainerMKD_2epochs(TwoEpochs, nnUNetTrainerMKD):
