@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PLANS
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from nnunet_multimodal.training import checkpointing
@@ -145,6 +146,13 @@ def test_checkpoint_round_trip_restores_extra_modules_and_optimizers(trained_aux
         state = restored.extra_optimizers["critic"].state_dict()["state"]
         assert int(state[0]["step"]) == int(trained_aux.extra_optimizers["critic"].state_dict()["state"][0]["step"])
         assert restored.logger.local_logger.my_fantastic_logging["weight_energy"] == [0.0, 0.0, 0.5]
+
+
+def test_our_checkpoints_hold_every_key_nnunets_own_save_writes(trained_aux, tmp_path):
+    # the installed nnU-Net's save_checkpoint on the same trainer: an nnU-Net update adding a key fails here
+    nnunets = tmp_path / "nnunet.pth"
+    nnUNetTrainer.save_checkpoint(trained_aux, str(nnunets))
+    assert set(torch.load(nnunets, weights_only=False)) <= set(trained_aux.checkpoint_payload())
 
 
 def test_kill_during_save_leaves_previous_checkpoint_intact(trained_aux, monkeypatch, tmp_path):
