@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 
@@ -14,21 +15,40 @@ def _cmd_env(args) -> int:
     return 0
 
 
-def _raw_dataset_folder(dataset: str):
+DATASET_FOLDER_FIXES = {
+    "nnUNet_raw": "convert or copy the dataset there (nnunet-mm convert ...)",
+    "nnUNet_preprocessed": "run nnUNetv2_plan_and_preprocess -d ID first",
+    "nnUNet_results": "train it first (nnUNetv2_train ...)",
+}
+
+
+def dataset_folder(dataset: str, variable: str):
+    """The folder of dataset ``dataset`` (-d: name or id) under nnU-Net's folder ``variable``. An unknown id is a
+    ValueError naming the id, the folder looked in and the fix: nnU-Net's own error lists its environment
+    variables but names neither the folder missing the dataset nor what to do."""
     from pathlib import Path
 
-    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2 import paths
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    if not nnUNet_raw.is_set():
-        raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
-    return Path(nnUNet_raw.get()) / maybe_convert_to_dataset_name(dataset)
+    root = getattr(paths, variable)
+    if not root.is_set():
+        raise ValueError(f"{variable} is not set: run `nnunet-mm env` to see how to set it")
+    try:
+        folder = Path(root.get()) / maybe_convert_to_dataset_name(dataset)
+    except RuntimeError:  # no DatasetXXX_* folder of this id in any of nnU-Net's three folders
+        folder = None
+    if folder is None or not folder.is_dir():
+        expected = dataset if str(dataset).startswith("Dataset") else f"Dataset{int(dataset):03d}_*"
+        raise ValueError(f"dataset {dataset} is not in {variable} ({root.get()}: no folder {expected}); check -d, "
+                         f"or {DATASET_FOLDER_FIXES[variable]}, or set {variable} to the folder that holds it")
+    return folder
 
 
 def _cmd_verify(args) -> int:
     from nnunet_multimodal.data.verify import verify_dataset
 
-    folder = args.folder or _raw_dataset_folder(args.d)
+    folder = args.folder or dataset_folder(args.d, "nnUNet_raw")
     problems = verify_dataset(folder, progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
     for problem in problems:
         print(problem)
@@ -38,16 +58,10 @@ def _cmd_verify(args) -> int:
 
 def _cmd_plans(args) -> int:
     import json
-    from pathlib import Path
-
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     from nnunet_multimodal.plans.derive import inheriting_configurations, write_derived_plans
 
-    if not nnUNet_preprocessed.is_set():
-        raise SystemExit("nnUNet_preprocessed is not set: run `nnunet-mm env` to see how to set it")
-    folder = Path(nnUNet_preprocessed.get()) / maybe_convert_to_dataset_name(args.d)
+    folder = dataset_folder(args.d, "nnUNet_preprocessed")
     name = args.o or f"{args.p}_mm{'tiny' if args.tiny else ''}"
     target = write_derived_plans(folder, args.p, args.c, name, args.tiny, args.set, args.force)
     inheriting = inheriting_configurations(json.loads(target.read_text()), args.c)
@@ -65,11 +79,9 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_attention_maps(args) -> int:
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
     from nnunet_multimodal.inference.attention_maps import export_attention_maps
 
-    folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    folder = dataset_folder(args.d, "nnUNet_results") / f"{args.tr}__{args.p}__{args.c}"
     output = export_attention_maps(folder, args.f, args.chk, args.i, args.o, args.device)
     print(f"wrote {output}")
     return 0
@@ -83,7 +95,7 @@ def _cmd_convert(args) -> int:
     from nnunet_multimodal.data.convert.msd import convert_msd
 
     if not nnUNet_raw.is_set():
-        raise SystemExit("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
+        raise ValueError("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
     raw = nnUNet_raw.get()
     try:
         if args.format == "msd":
@@ -146,23 +158,37 @@ def _cmd_evaluate(args) -> int:
 
 
 def _missing_predictor(args):
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
     from nnunet_multimodal.inference.missing import MissingModalityPredictor
-    from nnunet_multimodal.training.checkpointing import CheckpointError
 
+    model_folder = dataset_folder(args.d, "nnUNet_results") / f"{args.tr}__{args.p}__{args.c}"
+    if not model_folder.is_dir():
+        raise FileNotFoundError(f"no model {model_folder.name} in {model_folder.parent}; check -tr, -p and -c, or "
+                                f"train it first (nnUNetv2_train {args.d} {args.c} FOLD -tr {args.tr} -p {args.p})")
     folds = [f if f == "all" else int(f) for f in args.f]
-    try:
-        return MissingModalityPredictor(get_output_folder(args.d, args.tr, args.p, args.c), folds, args.chk,
-                                        args.device, args.step_size, not args.disable_tta)
-    except CheckpointError as e:  # reported like the other input errors, without a traceback
-        raise ValueError(str(e)) from e
+    return MissingModalityPredictor(model_folder, folds, args.chk, args.device, args.step_size, not args.disable_tta)
+
+
+def _note_interrupted_prediction(interrupted) -> None:
+    completed = interrupted.completed
+    shown = ", ".join(completed[:5]) + (", ..." if len(completed) > 5 else "")
+    print(f"nnunet-mm predict: interrupted; {len(completed)} of {interrupted.total} case(s) are complete in "
+          f"{interrupted.output_folder}{f' ({shown})' if completed else ''}, no partial file is left; rerun to "
+          f"predict the others", file=sys.stderr)
 
 
 def _cmd_predict(args) -> int:
-    predictor = _missing_predictor(args)
+    from nnunet_multimodal.inference.missing import PredictionInterrupted
+
     missing = [n for option in args.missing for n in option.split(",") if n]
-    used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities)
+    try:
+        predictor = _missing_predictor(args)
+        used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities, args.overwrite)
+    except PredictionInterrupted as interrupted:
+        _note_interrupted_prediction(interrupted)
+        return 130
+    except KeyboardInterrupt:
+        print("nnunet-mm predict: interrupted before any case was predicted", file=sys.stderr)
+        return 130
     for case, modalities in used.items():
         print(f"{case}: {', '.join(modalities)}")
     print(f"wrote {len(used)} case(s) to {args.o} (modalities per case: modalities_used.json)")
@@ -170,6 +196,15 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate_missing(args) -> int:
+    try:
+        return _evaluate_missing(args)
+    except KeyboardInterrupt:
+        print(f"nnunet-mm evaluate-missing: interrupted; the table was not written; the subsets predicted so far are "
+              f"in {args.o}/predictions (each case file complete or absent); rerun to sweep again", file=sys.stderr)
+        return 130
+
+
+def _evaluate_missing(args) -> int:
     import tempfile
     from pathlib import Path
 
@@ -182,9 +217,9 @@ def _cmd_evaluate_missing(args) -> int:
     from nnunet_multimodal.text_table import text_table
 
     if (args.i is None) != (args.ref is None):
-        raise SystemExit("evaluate-missing: give both -i and -ref, or neither (the fold's validation cases)")
+        raise ValueError("give both -i and -ref, or neither (the fold's validation cases)")
     if args.i is None and (len(args.f) != 1 or args.f[0] == "all"):
-        raise SystemExit("evaluate-missing: the validation cases belong to one fold; pass one fold number with -f, "
+        raise ValueError("the validation cases belong to one fold; pass one fold number with -f, "
                          "or -i and -ref")
     dataset_json = read_dataset_json(args.djfile) if args.djfile else None  # checked before the model loads
     predictor = _missing_predictor(args)
@@ -320,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--missing", action="append", default=[], metavar="A[,B]",
                            help="modalities to treat as missing, by dataset.json channel name (repeatable)")
             p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace files in -o of this run's names that no earlier nnunet-mm predict wrote "
+                                "(refused otherwise)")
             p.set_defaults(func=_cmd_predict)
         else:
             p.add_argument("-ref", help="reference segmentations of the input cases (with -i; default: nnU-Net's "
@@ -411,13 +449,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OSError numbers that say the machine's state, not the code, is at fault (a full disk, a read-only mount)
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Errors that the plugin raises with a message naming the file or setting and the fix: printed as one line.
+    Anything else (KeyError, IndexError, TypeError, AttributeError...) is a bug and keeps its traceback."""
+    from nnunet_multimodal.data.convert.common import ConversionError
+    from nnunet_multimodal.networks.sam_checkpoint import SAMCheckpointError
+    from nnunet_multimodal.submission.runner import CaseError
+    from nnunet_multimodal.training.checkpointing import CheckpointError
+
+    # UnreadableImage and AssistantError are ValueErrors
+    user_errors = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                   PermissionError, CheckpointError, ConversionError, CaseError, SAMCheckpointError)
+    return isinstance(error, user_errors) or (type(error) is OSError and error.errno in ENVIRONMENT_ERRNOS)
+
+
+def command_name(args) -> str:
+    sub = getattr(args, "benchmark", None) or getattr(args, "submission", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2 with one line for a user error, 1 with the traceback for a bug."""
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["nnunet-mm", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)
-    except (OSError, KeyError, ValueError) as e:  # OSError: missing files, permissions, a full disk
-        print(f"nnunet-mm {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        print(f"nnunet-mm {command_name(args)}: error: {e}", file=sys.stderr)
         return 2
 
 

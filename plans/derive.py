@@ -17,6 +17,7 @@ import numpy as np
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.evaluation.evaluate import read_dataset_json
 from nnunet_multimodal.training.knobs import PLANS_KEY
 
 TINY_MAX_STAGES = 4
@@ -28,7 +29,7 @@ TINY_BATCH = {2: 4, 3: 2}
 def resolve_configuration(plans: dict, name: str) -> dict:
     configurations = plans["configurations"]
     if name not in configurations:
-        raise KeyError(f"configuration '{name}' is not in plans '{plans.get('plans_name')}' "
+        raise ValueError(f"configuration '{name}' is not in plans '{plans.get('plans_name')}' "
                        f"(it has {sorted(configurations)})")
     configuration = deepcopy(configurations[name])
     parent = configuration.pop("inherits_from", None)
@@ -144,7 +145,7 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
     source = json.loads(source_file.read_text())
     unknown = [c for c in configurations if c not in source["configurations"]]
     if unknown:
-        raise KeyError(f"{source_file} has no configuration {unknown}; it has {sorted(source['configurations'])}")
+        raise ValueError(f"{source_file} has no configuration {unknown}; it has {sorted(source['configurations'])}")
     if plans_name == source_plans_name:
         raise ValueError(f"-o {plans_name} is the source plans (-p): derived plans get their own identifier, so "
                          f"that nnU-Net's plans and the models trained with them stay as they are")
@@ -156,7 +157,7 @@ def write_derived_plans(preprocessed_dataset_folder: str | Path, source_plans_na
             raise FileNotFoundError(f"{dataset_json_file} does not exist: nnUNetv2_plan_and_preprocess writes it; "
                                     f"run it for this dataset first")
         check_method_knobs(derived, [*configurations, *inheriting_configurations(derived, configurations)],
-                           json.loads(dataset_json_file.read_text()))
+                           read_dataset_json(dataset_json_file))
     if target.exists() and not force:
         existing = json.loads(target.read_text())
         if existing != derived:

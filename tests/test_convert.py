@@ -100,6 +100,17 @@ def test_bad_cases_fail_clearly_and_write_nothing(tmp_path, breakage, message):
     assert not list((tmp_path / "raw").iterdir())   # no dataset and no staging folder left
 
 
+@pytest.mark.parametrize("name", ["../Escaped", "sub/folder", "Two__Parts", ".hidden", "with space"])
+def test_an_unsafe_dataset_name_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, name):
+    source = picai_layout(tmp_path / "src")
+    (tmp_path / "raw").mkdir()
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "picai", str(source), "-d", "6", "--name", name]) == 2
+    assert f"dataset name {name!r} is not usable" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"]
+    assert not list((tmp_path / "raw").iterdir())
+
+
 def test_skip_bad_reports_and_converts_the_rest(tmp_path, capsys, monkeypatch):
     source = picai_layout(tmp_path / "src", missing=(1, "adc"))
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))

@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import os
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ import SimpleITK as sitk
 from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.inference.missing import MissingModalityPredictor, modality_subsets
+from nnunet_multimodal.inference.output_folder import MANIFEST
 
 
 def arrays(folder):
@@ -135,7 +137,7 @@ def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phanto
     assert code == 2
     error = capsys.readouterr().err
     assert "No space left on device" in error and "TestPhantom_011.nii.gz" in error and "-o" in error
-    written = sorted(p.name for p in output.iterdir())
+    written = sorted(p.name for p in output.iterdir() if p.name != MANIFEST)
     assert written == ["TestPhantom_010.nii.gz"]  # the first case complete, nothing of the second
     assert sitk.ReadImage(str(output / written[0])).GetSize() == (64, 64, 1)
 
@@ -268,3 +270,85 @@ def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(
     without_ignore = evaluate_missing(FixedPredictor(prediction), tmp_path, tmp_path / "ref", tmp_path / "out2",
                                       [(1, 2), (2,)])
     assert without_ignore["A+B"]["(1, 2)"] < 1.0
+
+
+def predict_args(images, output, *extra):
+    return ["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER,
+            "-p", TINY_PLANS, *extra]
+
+
+def test_files_predict_did_not_write_are_refused_unless_overwrite(nnunet_paths, phantom_dataset, trained_maml_model,
+                                                                  tmp_path, capsys):
+    from nnunet_multimodal import cli
+
+    output = shutil.copytree(phantom_dataset / "labelsTs", tmp_path / "labels_copy")
+    labels = {p.name: p.read_bytes() for p in output.iterdir()}
+    assert cli.main(predict_args(phantom_dataset / "imagesTs", output)) == 2
+    error = capsys.readouterr().err
+    assert f"{len(labels)} file(s) that this run would replace" in error
+    assert ", ".join(sorted(labels)) in error and "--overwrite" in error and "(-o)" in error
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == labels
+    assert cli.main(predict_args(phantom_dataset / "imagesTs", output, "--overwrite")) == 0
+    assert cli.main(predict_args(phantom_dataset / "imagesTs", output)) == 0   # its own files: replaced again
+    assert not (output / ".nnunet_mm_predict.lock").exists()
+
+
+def test_lock_of_a_running_process_refuses_a_second_run(tmp_path):
+    from nnunet_multimodal.inference.output_folder import LOCK, output_folder_lock
+
+    with output_folder_lock(tmp_path):
+        with pytest.raises(FileExistsError, match=f"{tmp_path / LOCK} exists: another prediction run"):
+            with output_folder_lock(tmp_path):
+                pass
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_lock_of_a_process_that_is_gone_is_taken_over_with_a_note(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from nnunet_multimodal.inference.output_folder import LOCK, output_folder_lock
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK).write_text(gone.stdout.strip())
+    with output_folder_lock(tmp_path):
+        assert (tmp_path / LOCK).read_text() == str(os.getpid())
+    assert f"was left by process {gone.stdout.strip()}, which is gone" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_predict_names_the_complete_cases_and_exits_130(nnunet_paths, phantom_dataset,
+                                                                     trained_maml_model, tmp_path, monkeypatch,
+                                                                     capsys):
+    from nnunet_multimodal import cli
+
+    real_predict = MissingModalityPredictor.predict_checked_case
+    calls = []
+
+    def ctrl_c_on_the_second_case(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(MissingModalityPredictor, "predict_checked_case", ctrl_c_on_the_second_case)
+    output = tmp_path / "predictions"
+    assert cli.main(predict_args(phantom_dataset / "imagesTs", output)) == 130
+    error = capsys.readouterr().err
+    assert error == (f"nnunet-mm predict: interrupted; 1 of 2 case(s) are complete in {output} (TestPhantom_010), "
+                     f"no partial file is left; rerun to predict the others\n")
+    assert sorted(p.name for p in output.iterdir() if p.name != MANIFEST) == ["TestPhantom_010.nii.gz"]
+
+
+def test_evaluate_missing_refuses_a_case_lacking_a_channel_file_before_predicting(nnunet_paths, phantom_dataset,
+                                                                                   trained_maml_model, tmp_path,
+                                                                                   capsys):
+    from nnunet_multimodal import cli
+
+    images = shutil.copytree(phantom_dataset / "imagesTs", tmp_path / "images")
+    (images / "TestPhantom_011_0002.nii.gz").unlink()
+    code = cli.main(["evaluate-missing", "-i", str(images), "-ref", str(phantom_dataset / "labelsTs"), "-o",
+                     str(tmp_path / "out"), "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"TestPhantom_011: {images / 'TestPhantom_011_0002.nii.gz'} (FLAIR) is missing" in error
+    assert not (tmp_path / "out").exists()

@@ -77,7 +77,7 @@ def test_plans_name_without_double_underscore():
 
 
 def test_unknown_configuration():
-    with pytest.raises(KeyError, match="2d"):
+    with pytest.raises(ValueError, match="2d"):
         resolve_configuration(PLANS, "2d")
 
 
@@ -88,7 +88,7 @@ def test_write_derived_plans(tmp_path):
     assert json.loads(target.read_text())["plans_name"] == "nnUNetPlans_mmtiny"
     with pytest.raises(FileNotFoundError, match="nnUNetv2_plan_and_preprocess"):
         write_derived_plans(tmp_path, "absentPlans", ["3d_fullres"], "x", tiny=True)
-    with pytest.raises(KeyError, match="no configuration"):
+    with pytest.raises(ValueError, match="no configuration"):
         write_derived_plans(tmp_path, "nnUNetPlans", ["2d"], "x", tiny=True)
 
 

@@ -17,6 +17,7 @@ from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLAN
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
 from nnunet_multimodal.data.phantoms import REGION_STYLE_LABELS, PhantomSpec, write_dataset
+from nnunet_multimodal.inference.output_folder import MANIFEST
 from nnunet_multimodal.submission import runner
 from nnunet_multimodal.submission.build import pinned_requirements
 from nnunet_multimodal.submission.runner import CaseError, InputCase, check_channels, find_cases, stage_case
@@ -272,6 +273,36 @@ def test_runner_with_a_corrupt_checkpoint_names_it_and_exits_2(generic_submissio
     assert f"{checkpoint.relative_to(submission)} is unreadable" in error and "Traceback" not in error
 
 
+def test_build_refuses_a_checkpoint_that_does_not_load(trained_cmsad_model, tmp_path):
+    from nnunet_multimodal.submission.build import ModelSource, build_submission
+    from nnunet_multimodal.training.checkpointing import CheckpointError
+
+    model = shutil.copytree(trained_cmsad_model.parent, tmp_path / "results" / trained_cmsad_model.parent.name,
+                            ignore=shutil.ignore_patterns("validation"))
+    checkpoint = model / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match=f"{checkpoint} is unreadable"):
+        build_submission(tmp_path / "submission", "nnunet", [ModelSource(model, (0,))])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_runner_refuses_an_output_folder_inside_the_input(generic_submission, phantom_dataset, tmp_path, capsys):
+    images = shutil.copytree(phantom_dataset / "imagesTs", tmp_path / "in")
+    assert runner.main(["-i", str(images), "-o", str(images / "out"), "-device", "cpu"], generic_submission) == 2
+    assert f"-o {images / 'out'} is the input folder or inside it" in capsys.readouterr().err
+    assert not (images / "out").exists()
+
+
+def test_runner_refuses_output_files_it_did_not_write(generic_submission, phantom_dataset, tmp_path, capsys):
+    output = shutil.copytree(phantom_dataset / "labelsTs", tmp_path / "out")
+    labels = {p.name: p.read_bytes() for p in output.iterdir()}
+    assert runner.main(["-i", str(phantom_dataset / "imagesTs"), "-o", str(output), "-device", "cpu"],
+                       generic_submission) == 2
+    error = capsys.readouterr().err
+    assert f"{len(labels)} file(s) that this run would replace" in error and "pass --overwrite" in error
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == labels
+
+
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     return [tuple(line.split(None, 1)) for line in lines]
@@ -406,7 +437,8 @@ def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, b
     assert re.search(r"BraTS2021_00003: \S+BraTS2021_00003_flair.nii.gz is unreadable", report.err)
     assert re.search(r"BraTS2021_00004: \S+BraTS2021_00004_t1_v2.nii.gz is not one of the brats layout's", report.err)
     assert "notes: no file in" in report.err and "BraTS2021_00002: wrote" in report.out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"BraTS2021_0000{i}.nii.gz" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != MANIFEST) == [
+        f"BraTS2021_0000{i}.nii.gz" for i in range(3)]
 
     expected = nnunet_predict(model, raw / "imagesTs", tmp_path / "nnunet")
     for index, case in enumerate(sorted(p.name for p in expected.glob("*.nii.gz"))):

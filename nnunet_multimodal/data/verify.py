@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import zlib
 from collections import defaultdict
@@ -218,12 +217,18 @@ def verify_images(case: str, files: dict[int, Path], num_channels: int, channel_
 
 def verify_dataset(folder: str | Path, progress=None) -> list[Problem]:
     """Check a raw nnU-Net dataset folder; returns every problem found (empty list: all good)."""
+    from nnunet_multimodal.evaluation.evaluate import read_dataset_json  # it reads images with this module
+
     folder = Path(folder)
     dataset_json_file = folder / "dataset.json"
     if not dataset_json_file.is_file():
         return [Problem("-", str(dataset_json_file), "dataset.json is missing",
                         "write dataset.json (channel_names, labels, numTraining, file_ending)")]
-    dataset_json = json.loads(dataset_json_file.read_text())
+    try:
+        dataset_json = read_dataset_json(dataset_json_file)
+    except ValueError as e:
+        return [Problem("-", str(dataset_json_file), str(e).removeprefix(f"{dataset_json_file} "),
+                        "fix the file: JSON with channel_names, labels (background 0), numTraining, file_ending")]
     channel_names = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     num_channels = len(channel_names)

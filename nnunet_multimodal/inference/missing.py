@@ -30,9 +30,25 @@ from nnunet_multimodal.data.verify import (
     image_geometry,
     read_image,
 )
+from nnunet_multimodal.inference.output_folder import (
+    output_folder_lock,
+    record_files_written,
+    refuse_files_we_did_not_write,
+)
 from nnunet_multimodal.training.base import unwrap_network
 from nnunet_multimodal.training.checkpointing import read_checkpoint
 from nnunet_multimodal.training.modality_dropout import accepts_availability
+
+MODALITIES_USED = "modalities_used.json"
+
+
+class PredictionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``predict_folder``: the cases whose outputs are complete (each case's files are renamed
+    into place whole, so the others have none)."""
+
+    def __init__(self, output_folder: Path, completed: list[str], total: int):
+        super().__init__(f"{len(completed)} of {total} case(s) complete in {output_folder}")
+        self.output_folder, self.completed, self.total = output_folder, completed, total
 
 
 class AvailabilityBoundNetwork(nn.Module):
@@ -122,9 +138,13 @@ class MissingModalityPredictor:
                  device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True):
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+        from nnunet_multimodal.evaluation.evaluate import read_dataset_json
+
         self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
                                          device=torch.device(device), perform_everything_on_device=device == "cuda",
                                          verbose=False, allow_tqdm=False)
+        # nnU-Net's own error for a malformed dataset.json names no file
+        read_dataset_json(Path(model_folder) / "dataset.json")
         try:
             self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
         except Exception:
@@ -194,9 +214,16 @@ class MissingModalityPredictor:
                                    f"output folder (-o), then rerun") from e
         return [self.modalities[i] for i in range(m) if i not in absent]
 
+    def output_names(self, cases, save_probabilities: bool) -> list[str]:
+        """The files predicting ``cases`` writes into the output folder."""
+        endings = [self.file_ending, *((".npz", ".pkl") if save_probabilities else ())]
+        return [f"{case}{ending}" for case in cases for ending in endings] + [MODALITIES_USED]
+
     def predict_folder(self, input_folder: str | Path, output_folder: str | Path, missing_names=(),
-                       save_probabilities: bool = False) -> dict[str, list[str]]:
-        """Every case is checked before the first is predicted, so bad input leaves no partial output."""
+                       save_probabilities: bool = False, overwrite: bool = False) -> dict[str, list[str]]:
+        """Every case is checked before the first is predicted, so bad input leaves no partial output. Files in
+        ``output_folder`` of this run's names that no earlier run wrote are refused unless ``overwrite``; a
+        run already writing there is refused. Ctrl-C raises PredictionInterrupted naming the complete cases."""
         missing = self.resolve_missing(missing_names)
         input_folder, output_folder = Path(input_folder), Path(output_folder)
         if output_folder.resolve() == input_folder.resolve():
@@ -208,9 +235,19 @@ class MissingModalityPredictor:
         absent = {case: check_case_files(files, missing, case, self.modalities)
                   for case, files in sorted(cases.items())}
         ensure_writable(output_folder)
-        used = {case: self.predict_checked_case(cases[case], absent[case], output_folder / case, save_probabilities)
-                for case in sorted(cases)}
-        write_text_atomic(output_folder / "modalities_used.json", json.dumps(used, indent=2))
+        with output_folder_lock(output_folder):
+            names = self.output_names(cases, save_probabilities)
+            if not overwrite:
+                refuse_files_we_did_not_write(output_folder, names, "pass --overwrite")
+            record_files_written(output_folder, names)
+            used = {}
+            try:
+                for case in sorted(cases):
+                    used[case] = self.predict_checked_case(cases[case], absent[case], output_folder / case,
+                                                           save_probabilities)
+            except KeyboardInterrupt as e:
+                raise PredictionInterrupted(output_folder, list(used), len(cases)) from e
+            write_text_atomic(output_folder / MODALITIES_USED, json.dumps(used, indent=2))
         return used
 
 
@@ -248,6 +285,19 @@ def fold_validation_cases(dataset_name: str, fold: int, file_ending: str, stagin
     return staging, references
 
 
+def check_every_channel_present(predictor: MissingModalityPredictor, input_folder: Path) -> None:
+    """The sweep leaves out each modality itself, so a case lacking a channel file would fail midway (at the
+    first subset needing only that channel): every case is checked, files and contents, before any prediction."""
+    for case, files in sorted(group_case_files(input_folder, predictor.file_ending).items()):
+        absent = [c for c in range(len(predictor.modalities)) if c not in files]
+        if absent:
+            expected = input_folder / f"{case}_{absent[0]:04d}{predictor.file_ending}"
+            raise FileNotFoundError(f"{case}: {expected} ({predictor.modalities[absent[0]]}) is missing; the sweep "
+                                    f"leaves out each modality itself, so every case needs all of its channel files "
+                                    f"({', '.join(predictor.modalities)}): add the file or remove the case from -i")
+        check_case_files(files, set(), case, predictor.modalities)
+
+
 def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Path, reference_folder: str | Path,
                      output_folder: str | Path, labels_or_regions: list, convention: str = "nnunet",
                      ignore_label: int | None = None, declared=None) -> dict:
@@ -257,6 +307,7 @@ def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Pa
     from nnunet_multimodal.evaluation.evaluate import evaluate_folders, json_safe, nan_ignoring_mean, write_outputs
 
     output_folder = Path(output_folder)
+    check_every_channel_present(predictor, Path(input_folder))
     table = {}
     for subset in modality_subsets(predictor.modalities):
         name = "+".join(subset)

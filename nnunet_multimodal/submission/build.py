@@ -44,10 +44,14 @@ def selection_from_inference_information(info_file: Path, dataset_folder: Path, 
     if not info_file.is_file():
         raise FileNotFoundError(f"{info_file} is missing: run nnUNetv2_find_best_configuration first, or name "
                                 f"the model with -tr/-c/-p/-f")
-    info = json.loads(info_file.read_text())
-    best = info["best_model_or_ensemble"]
-    models = [ModelSource(dataset_folder / f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}",
-                          tuple(info["folds"]), checkpoint) for m in best["selected_model_or_models"]]
+    try:
+        info = json.loads(info_file.read_text())
+        best = info["best_model_or_ensemble"]
+        models = [ModelSource(dataset_folder / f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}",
+                              tuple(info["folds"]), checkpoint) for m in best["selected_model_or_models"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{info_file} is no inference_information.json of nnUNetv2_find_best_configuration "
+                         f"({type(e).__name__}: {e}); rerun it, or name the model with -tr/-c/-p/-f") from e
     pp_file = None
     if postprocessing:
         pp_file = Path(best["postprocessing_file"])
@@ -68,6 +72,8 @@ def check_models(models: list[ModelSource], layout_name: str) -> dict:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
+    from nnunet_multimodal.evaluation.evaluate import read_dataset_json
+    from nnunet_multimodal.training.checkpointing import read_checkpoint
 
     dataset_jsons = []
     for model in models:
@@ -79,11 +85,12 @@ def check_models(models: list[ModelSource], layout_name: str) -> dict:
             checkpoint = model.folder / f"fold_{fold}" / model.checkpoint
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} or select other folds (-f)")
+            read_checkpoint(checkpoint)  # a truncated file would be packaged and fail only where the bundle runs
         configuration = model.folder.name.split("__")[-1]
         if PlansManager(str(model.folder / "plans.json")).get_configuration(configuration).previous_stage_name:
             raise ValueError(f"{model.folder.name} is a cascade stage; the submission runner predicts single-stage "
                              f"configurations (2d, 3d_fullres, 3d_lowres) only")
-        dataset_jsons.append(json.loads((model.folder / "dataset.json").read_text()))
+        dataset_jsons.append(read_dataset_json(model.folder / "dataset.json"))
     keys = ("channel_names", "labels", "regions_class_order", "file_ending")
     for model, dataset_json in zip(models[1:], dataset_jsons[1:]):
         if any(dataset_json.get(k) != dataset_jsons[0].get(k) for k in keys):
@@ -258,12 +265,9 @@ def build_submission(output: str | Path, layout_name: str, models: list[ModelSou
 
 def build_command(args) -> int:
     """``nnunet-mm submission build`` (arguments defined in nnunet_multimodal/cli.py)."""
-    from nnunetv2.paths import nnUNet_results
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_multimodal.cli import dataset_folder as find_dataset_folder
 
-    if not nnUNet_results.is_set():
-        raise SystemExit("nnUNet_results is not set: run `nnunet-mm env` to see how to set it")
-    dataset_folder = Path(nnUNet_results.get()) / maybe_convert_to_dataset_name(args.d)
+    dataset_folder = find_dataset_folder(args.d, "nnUNet_results")
     if args.tr:
         if not args.c:
             raise ValueError("-tr needs -c (the configurations to package)")

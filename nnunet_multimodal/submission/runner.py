@@ -25,6 +25,11 @@ import SimpleITK as sitk
 
 from nnunet_multimodal.data.convert.common import ConversionError
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout
+from nnunet_multimodal.inference.output_folder import (
+    output_folder_lock,
+    record_files_written,
+    refuse_files_we_did_not_write,
+)
 
 SUBMISSION_FILE = "submission.json"
 GENERIC_LAYOUT = "nnunet"   # nnU-Net's own naming: CASE_XXXX<file_ending> in one folder, the model's labels
@@ -198,14 +203,37 @@ def load_predictors(submission: Submission, device: str) -> list:
             for m in submission.models]
 
 
+def output_name(case: InputCase, output_root: Path) -> str:
+    return case.output.relative_to(output_root).as_posix()
+
+
+def check_output_outside_input(input_root: Path, output_root: Path) -> None:
+    """A prediction written into the input folder would be read as an input case by the next run."""
+    if output_root.resolve().is_relative_to(input_root.resolve()):
+        raise ValueError(f"-o {output_root} is the input folder or inside it (-i {input_root}): the predictions "
+                         f"would mix with the challenge's input; choose an output folder outside -i")
+
+
 def run_submission(submission: Submission, input_root: Path, output_root: Path, device: str = "cpu",
-                   log=print) -> tuple[list[str], dict[str, str]]:
-    """Predict every case; returns the cases written and {case: reason} for the inputs that failed."""
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
-    from nnunetv2.ensembling.ensemble import merge_files
+                   log=print, overwrite: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Predict every case; returns the cases written and {case: reason} for the inputs that failed. Files in
+    ``output_root`` of the cases' output names that no earlier run wrote are refused unless ``overwrite``; a
+    run already writing there is refused."""
+    from nnunet_multimodal.inference.missing import ensure_writable
 
     if not input_root.is_dir():
         raise FileNotFoundError(f"input folder {input_root} does not exist")
+    check_output_outside_input(input_root, output_root)
+    ensure_writable(output_root)
+    with output_folder_lock(output_root):
+        return predict_cases(submission, input_root, output_root, device, log, overwrite)
+
+
+def predict_cases(submission: Submission, input_root: Path, output_root: Path, device: str, log,
+                  overwrite: bool) -> tuple[list[str], dict[str, str]]:
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    from nnunetv2.ensembling.ensemble import merge_files
+
     predictors = load_predictors(submission, device)
     first = predictors[0]
     modalities, file_ending = first.modalities, first.file_ending
@@ -219,6 +247,9 @@ def run_submission(submission: Submission, input_root: Path, output_root: Path, 
     cases, failures = find_cases(submission.layout, input_root, output_root, len(modalities), file_ending)
     if not cases and not failures:
         raise FileNotFoundError(f"no input cases in {input_root} (layout {submission.layout})")
+    if not overwrite:
+        refuse_files_we_did_not_write(output_root, [output_name(case, output_root) for case in cases],
+                                      "pass --overwrite")
     written = []
     with tempfile.TemporaryDirectory(prefix="nnunet-mm-submission-") as tmp:
         for index, case in enumerate(cases):
@@ -235,6 +266,8 @@ def run_submission(submission: Submission, input_root: Path, output_root: Path, 
                     segmentation = work / f"ensemble{file_ending}"
                     merge_files([str(work / f"model{k}" / "case.npz") for k in range(len(predictors))],
                                 str(work / "ensemble"), file_ending, reader_writer, label_manager)
+                # claimed case by case: a challenge's output folder should hold no record of cases that failed
+                record_files_written(output_root, [output_name(case, output_root)])
                 write_output(segmentation, case.output, postprocessing, lut)
             except CaseError as e:
                 failures[case.name] = str(e)
@@ -263,6 +296,9 @@ def main(argv: list[str] | None, submission_folder: str | Path) -> int:
     parser.add_argument("-o", default="/output", help="output folder (default: /output)")
     parser.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto: cuda when available (default)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in -o of the cases' output names that no earlier run wrote (refused "
+                             "otherwise)")
     args = parser.parse_args(argv)
     device = args.device
     if device == "auto":
@@ -272,7 +308,8 @@ def main(argv: list[str] | None, submission_folder: str | Path) -> int:
     try:
         submission = Submission.load(submission_folder)
         output_root = Path(args.o)
-        written, failures = run_submission(submission, Path(args.i), output_root, device)
+        written, failures = run_submission(submission, Path(args.i), output_root, device,
+                                           overwrite=args.overwrite)
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # the submission or its folders are unusable
         print(f"submission: error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ that publishes the dataset only once every case is written."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,12 +91,24 @@ def check_dataset_id_free(raw_folder: str | Path, dataset_id: int) -> None:
                                   f"or remove that folder")
 
 
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def check_dataset_name(name: str) -> None:
+    """Refuse names that would not make one ``DatasetXXX_Name`` folder in nnUNet_raw: path separators or
+    ``..`` would write elsewhere, and nnU-Net splits results folders at ``__`` and reads ids from the prefix."""
+    if not DATASET_NAME.fullmatch(name) or "__" in name:
+        raise ValueError(f"dataset name {name!r} is not usable: it becomes the folder Dataset<ID>_<name>; use "
+                         f"letters, digits, '-' and single '_' (e.g. --name BraTS2021)")
+
+
 class DatasetWriter:
     """Writes into a hidden staging folder next to the target and renames it into place at the end, so an
     interrupted or failed conversion never leaves a half-written ``DatasetXXX_Name``."""
 
     def __init__(self, raw_folder: str | Path, dataset_id: int, name: str):
         raw_folder = Path(raw_folder)
+        check_dataset_name(name)
         check_dataset_id_free(raw_folder, dataset_id)
         self.target = raw_folder / f"Dataset{dataset_id:03d}_{name}"
         self.staging = raw_folder / f".{self.target.name}.partial"

@@ -1,0 +1,95 @@
+"""The command line's convention for failure: a user error is one line and exit code 2, a bug keeps its
+traceback; and the user errors every command shares (dataset ids, dataset.json files)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nnunet_multimodal import cli
+
+
+def test_a_bug_keeps_its_traceback_and_exits_1():
+    script = ("import sys\nfrom nnunet_multimodal import cli\n"
+              "def broken(args):\n    return {}['missing key']\n"
+              "cli._cmd_env = broken\nsys.exit(cli.main(['env']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "KeyError: 'missing key'" in result.stderr
+
+
+def test_a_user_error_is_one_line_with_exit_code_2(monkeypatch, capsys):
+    def refuses(args):
+        raise FileNotFoundError("settings.json is missing; write it first")
+
+    monkeypatch.setattr(cli, "_cmd_env", refuses)
+    assert cli.main(["env"]) == 2
+    assert capsys.readouterr().err == "nnunet-mm env: error: settings.json is missing; write it first\n"
+
+
+def test_the_plugins_own_errors_are_user_errors():
+    from nnunet_multimodal.data.convert.common import ConversionError
+    from nnunet_multimodal.data.verify import UnreadableImage
+    from nnunet_multimodal.networks.sam_checkpoint import SAMCheckpointError
+    from nnunet_multimodal.submission.runner import CaseError
+    from nnunet_multimodal.training.checkpointing import CheckpointError
+
+    for error in (ConversionError("x"), UnreadableImage("f.nii.gz", "empty"), SAMCheckpointError("x"),
+                  CaseError("x"), CheckpointError("x")):
+        assert cli.is_user_error(error), error
+
+
+def test_a_full_disk_is_a_user_error_and_a_key_error_is_not():
+    import errno
+
+    assert cli.is_user_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert not cli.is_user_error(KeyError("labels"))
+
+
+@pytest.fixture
+def empty_nnunet_folders(tmp_path, monkeypatch):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    return tmp_path
+
+
+@pytest.mark.parametrize("command, folder", [
+    (["verify", "-d", "977"], "nnUNet_raw"),
+    (["plans", "-d", "977"], "nnUNet_preprocessed"),
+    (["predict", "-d", "977", "-i", "in", "-o", "out", "-c", "2d"], "nnUNet_results"),
+    (["evaluate-missing", "-d", "977", "-i", "in", "-ref", "ref", "-o", "out", "-c", "2d"], "nnUNet_results"),
+    (["submission", "build", "-d", "977", "--layout", "nnunet", "-o", "out"], "nnUNet_results"),
+    (["attention-maps", "-d", "977", "-c", "2d", "-i", "case_0000.nii.gz", "-o", "maps.png"], "nnUNet_results"),
+])
+def test_an_unknown_dataset_id_names_where_it_was_looked_for(empty_nnunet_folders, capsys, command, folder):
+    assert cli.main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"dataset 977 is not in {folder} ({empty_nnunet_folders / folder}: no folder Dataset977_*)" in error
+
+
+def test_a_malformed_dataset_json_is_named_by_verify(tmp_path, capsys):
+    (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "T1"}, ')
+    assert cli.main(["verify", "--folder", str(tmp_path), "--quiet"]) == 1
+    assert f"{tmp_path / 'dataset.json'}: is no usable dataset.json (JSONDecodeError" in capsys.readouterr().out
+
+
+def test_a_malformed_dataset_json_is_named_by_plans(tmp_path):
+    from nnunet_multimodal.plans.derive import write_derived_plans
+    from test_plans import PLANS
+
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(PLANS))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}}))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'dataset.json'} is no usable dataset.json"):
+        write_derived_plans(tmp_path, "nnUNetPlans", ["3d_fullres"], "p_mm", tiny=True, knobs=["cmsad.levels=[2,3]"])
+
+
+def test_a_malformed_dataset_json_in_the_model_folder_is_named_by_predict(tmp_path):
+    from nnunet_multimodal.inference.missing import MissingModalityPredictor
+
+    (tmp_path / "dataset.json").write_text("not json")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'dataset.json'} is no usable dataset.json"):
+        MissingModalityPredictor(tmp_path, [0])
