@@ -14,6 +14,7 @@ import time
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_multimodal.benchmarks.work import tensors_in
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD
 from nnunet_multimodal.training.maml import nnUNetTrainerMAML
@@ -41,17 +42,6 @@ def build(trainer, knobs):
     return net.eval() if inference else net.train()
 
 
-def tensors(out):
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif isinstance(out, dict):
-        for value in out.values():
-            yield from tensors(value)
-    elif isinstance(out, (list, tuple)):
-        for value in out:
-            yield from tensors(value)
-
-
 def sync():
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -64,7 +54,7 @@ def timed_pass(net, x) -> float:
         with torch.no_grad():
             net(x)
     else:
-        sum(t.float().mean() for t in tensors(net(x)) if t.is_floating_point()).backward()
+        sum(t.float().mean() for t in tensors_in(net(x)) if t.is_floating_point()).backward()
     sync()
     net.zero_grad(set_to_none=True)
     return time.perf_counter() - start
