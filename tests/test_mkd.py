@@ -235,11 +235,11 @@ def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
     assert (trained_mkd_model / "progress_loss_terms.png").exists()
 
 
-def _in_process_trainer(model_folder, fold: int):
+def _in_process_trainer(model_folder, fold: int, trainer_class=nnUNetTrainerMKD_2epochs):
     plans = json.loads((model_folder.parent / "plans.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((model_folder.parent / "dataset.json").read_text())
-    return nnUNetTrainerMKD_2epochs(plans, "2d", fold, dataset_json, torch.device("cpu"))
+    return trainer_class(plans, "2d", fold, dataset_json, torch.device("cpu"))
 
 
 def test_alignment_moves_toward_the_target_appearance(trained_mkd_model, nnunet_paths):
@@ -321,8 +321,6 @@ def test_both_loaders_of_the_trainer_draw_foreground_per_sample(trained_mkd_mode
 
 
 def test_the_old_temperature_trainer_name_warns_and_trains_as_the_new_one(trained_mkd_model, nnunet_paths):
-    plans = json.loads((trained_mkd_model.parent / "plans.json").read_text())
-    dataset_json = json.loads((trained_mkd_model.parent / "dataset.json").read_text())
     with pytest.warns(FutureWarning, match="renamed nnUNetTrainerMKD_kdTemperature2"):
-        trainer = nnUNetTrainerMKD_T2(plans, "2d", 1, dataset_json, torch.device("cpu"))
+        trainer = _in_process_trainer(trained_mkd_model, 1, nnUNetTrainerMKD_T2)
     assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2) and trainer.kd_temperature == 2.0
