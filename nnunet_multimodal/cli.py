@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import shlex
 import sys
+
+from nnunet_multimodal.environment import dataset_folder
+from nnunet_multimodal.user_errors import is_user_error
 
 
 def _cmd_env(args) -> int:
@@ -13,36 +15,6 @@ def _cmd_env(args) -> int:
 
     print(env_report())
     return 0
-
-
-DATASET_FOLDER_FIXES = {
-    "nnUNet_raw": "convert or copy the dataset there (nnunet-mm convert ...)",
-    "nnUNet_preprocessed": "run nnUNetv2_plan_and_preprocess -d ID first",
-    "nnUNet_results": "train it first (nnUNetv2_train ...)",
-}
-
-
-def dataset_folder(dataset: str, variable: str):
-    """The folder of dataset ``dataset`` (-d: name or id) under nnU-Net's folder ``variable``. An unknown id is a
-    ValueError naming the id, the folder looked in and the fix: nnU-Net's own error lists its environment
-    variables but names neither the folder missing the dataset nor what to do."""
-    from pathlib import Path
-
-    from nnunetv2 import paths
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    root = getattr(paths, variable)
-    if not root.is_set():
-        raise ValueError(f"{variable} is not set: run `nnunet-mm env` to see how to set it")
-    try:
-        folder = Path(root.get()) / maybe_convert_to_dataset_name(dataset)
-    except RuntimeError:  # no DatasetXXX_* folder of this id in any of nnU-Net's three folders
-        folder = None
-    if folder is None or not folder.is_dir():
-        expected = dataset if str(dataset).startswith("Dataset") else f"Dataset{int(dataset):03d}_*"
-        raise ValueError(f"dataset {dataset} is not in {variable} ({root.get()}: no folder {expected}); check -d, "
-                         f"or {DATASET_FOLDER_FIXES[variable]}, or set {variable} to the folder that holds it")
-    return folder
 
 
 def _cmd_verify(args) -> int:
@@ -90,23 +62,18 @@ def _cmd_attention_maps(args) -> int:
 def _cmd_convert(args) -> int:
     from nnunetv2.paths import nnUNet_raw
 
-    from nnunet_multimodal.data.convert.common import ConversionError
     from nnunet_multimodal.data.convert.formats import convert, convert_mmwhs
     from nnunet_multimodal.data.convert.msd import convert_msd
 
     if not nnUNet_raw.is_set():
         raise ValueError("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
     raw = nnUNet_raw.get()
-    try:
-        if args.format == "msd":
-            written = [(convert_msd(args.source, raw, args.d), None)]
-        elif args.format == "mmwhs":
-            written = convert_mmwhs(args.source, raw, args.d, args.name, args.skip_bad, progress=True)
-        else:
-            written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress=True)]
-    except ConversionError as e:
-        print(f"nnunet-mm convert: error: {e}", file=sys.stderr)
-        return 1
+    if args.format == "msd":
+        written = [(convert_msd(args.source, raw, args.d), None)]
+    elif args.format == "mmwhs":
+        written = convert_mmwhs(args.source, raw, args.d, args.name, args.skip_bad, progress=True)
+    else:
+        written = [convert(args.format, args.source, raw, args.d, args.name, args.skip_bad, progress=True)]
     for folder, report in written:
         if report is not None:
             print(report)
@@ -228,12 +195,10 @@ def _evaluate_missing(args) -> int:
     declared = declared_labels(dataset_json, args.djfile or f"the model's dataset.json ({args.tr}, {args.c})")
     with tempfile.TemporaryDirectory(prefix="nnunet_mm_validation_") as staging:
         if args.i is None:
-            from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
             from nnunet_multimodal.inference.missing import fold_validation_cases
 
-            images, references = fold_validation_cases(maybe_convert_to_dataset_name(args.d), int(args.f[0]),
-                                                       predictor.file_ending, Path(staging))
+            images, references = fold_validation_cases(dataset_folder(args.d, "nnUNet_preprocessed").name,
+                                                       int(args.f[0]), predictor.file_ending, Path(staging))
         else:
             images, references = args.i, args.ref
         table = evaluate_missing(predictor, images, references, args.o,
@@ -247,13 +212,9 @@ def _evaluate_missing(args) -> int:
 
 
 def _cmd_mkd_prepare(args) -> int:
-    from nnunet_multimodal.data.mkd_assistant import AssistantError, prepare_assistant
+    from nnunet_multimodal.data.mkd_assistant import prepare_assistant
 
-    try:
-        plans_file = prepare_assistant(args.d, args.a, args.p, tuple(args.c), args.ap, args.o, args.np)
-    except AssistantError as e:
-        print(f"nnunet-mm mkd-prepare: error: {e}", file=sys.stderr)
-        return 1
+    plans_file = prepare_assistant(args.d, args.a, args.p, tuple(args.c), args.ap, args.o, args.np)
     print(f"wrote {plans_file}\ntrain with: nnUNetv2_train {args.d} {args.c[0]} FOLD -tr nnUNetTrainerMKD "
           f"-p {plans_file.stem}")
     return 0
@@ -447,24 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
     p.set_defaults(func=build_command)
     return parser
-
-
-# OSError numbers that say the machine's state, not the code, is at fault (a full disk, a read-only mount)
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-def is_user_error(error: BaseException) -> bool:
-    """Errors that the plugin raises with a message naming the file or setting and the fix: printed as one line.
-    Anything else (KeyError, IndexError, TypeError, AttributeError...) is a bug and keeps its traceback."""
-    from nnunet_multimodal.data.convert.common import ConversionError
-    from nnunet_multimodal.networks.sam_checkpoint import SAMCheckpointError
-    from nnunet_multimodal.submission.runner import CaseError
-    from nnunet_multimodal.training.checkpointing import CheckpointError
-
-    # UnreadableImage and AssistantError are ValueErrors
-    user_errors = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                   PermissionError, CheckpointError, ConversionError, CaseError, SAMCheckpointError)
-    return isinstance(error, user_errors) or (type(error) is OSError and error.errno in ENVIRONMENT_ERRNOS)
 
 
 def command_name(args) -> str:

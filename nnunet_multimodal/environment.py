@@ -39,3 +39,31 @@ def env_report(environ: dict | None = None) -> str:
     else:
         lines.append("# nnUNet_raw, nnUNet_preprocessed and nnUNet_results are set.")
     return "\n".join(lines)
+
+
+DATASET_FOLDER_FIXES = {
+    "nnUNet_raw": "convert or copy the dataset there (nnunet-mm convert ...)",
+    "nnUNet_preprocessed": "run nnUNetv2_plan_and_preprocess -d ID first",
+    "nnUNet_results": "train it first (nnUNetv2_train ...)",
+}
+
+
+def dataset_folder(dataset: str, variable: str) -> Path:
+    """The folder of dataset ``dataset`` (-d: name or id) under nnU-Net's folder ``variable``. An unknown id is a
+    ValueError naming the id, the folder looked in and the fix: nnU-Net's own error lists its environment
+    variables but names neither the folder missing the dataset nor what to do."""
+    from nnunetv2 import paths
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    root = getattr(paths, variable)
+    if not root.is_set():
+        raise ValueError(f"{variable} is not set: run `nnunet-mm env` to see how to set it")
+    try:
+        folder = Path(root.get()) / maybe_convert_to_dataset_name(dataset)
+    except RuntimeError:  # no DatasetXXX_* folder of this id in any of nnU-Net's three folders
+        folder = None
+    if folder is None or not folder.is_dir():
+        expected = f"Dataset{int(dataset):03d}_*" if str(dataset).isdigit() else dataset
+        raise ValueError(f"dataset {dataset} is not in {variable} ({root.get()}: no folder {expected}); check -d, "
+                         f"or {DATASET_FOLDER_FIXES[variable]}, or set {variable} to the folder that holds it")
+    return folder

@@ -1,6 +1,7 @@
 """The command line's convention for failure: a user error is one line and exit code 2, a bug keeps its
 traceback; and the user errors every command shares (dataset ids, dataset.json files)."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from nnunet_multimodal import cli
+from nnunet_multimodal.user_errors import is_user_error
 
 
 def test_a_bug_keeps_its_traceback_and_exits_1():
@@ -29,23 +31,29 @@ def test_a_user_error_is_one_line_with_exit_code_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "nnunet-mm env: error: settings.json is missing; write it first\n"
 
 
-def test_the_plugins_own_errors_are_user_errors():
+def plugin_errors():
     from nnunet_multimodal.data.convert.common import ConversionError
+    from nnunet_multimodal.data.mkd_assistant import AssistantError
     from nnunet_multimodal.data.verify import UnreadableImage
     from nnunet_multimodal.networks.sam_checkpoint import SAMCheckpointError
     from nnunet_multimodal.submission.runner import CaseError
     from nnunet_multimodal.training.checkpointing import CheckpointError
 
-    for error in (ConversionError("x"), UnreadableImage("f.nii.gz", "empty"), SAMCheckpointError("x"),
-                  CaseError("x"), CheckpointError("x")):
-        assert cli.is_user_error(error), error
+    return [ConversionError("x"), AssistantError("x"), UnreadableImage("f.nii.gz", "empty"), SAMCheckpointError("x"),
+            CaseError("x"), CheckpointError("x")]
 
 
-def test_a_full_disk_is_a_user_error_and_a_key_error_is_not():
-    import errno
+@pytest.mark.parametrize("error", plugin_errors(), ids=lambda e: type(e).__name__)
+def test_the_plugins_own_errors_are_user_errors(error):
+    assert is_user_error(error)
 
-    assert cli.is_user_error(OSError(errno.ENOSPC, "No space left on device"))
-    assert not cli.is_user_error(KeyError("labels"))
+
+def test_a_full_disk_is_a_user_error():
+    assert is_user_error(OSError(errno.ENOSPC, "No space left on device"))
+
+
+def test_a_key_error_is_a_bug():
+    assert not is_user_error(KeyError("labels"))
 
 
 @pytest.fixture
@@ -63,6 +71,8 @@ def empty_nnunet_folders(tmp_path, monkeypatch):
     (["evaluate-missing", "-d", "977", "-i", "in", "-ref", "ref", "-o", "out", "-c", "2d"], "nnUNet_results"),
     (["submission", "build", "-d", "977", "--layout", "nnunet", "-o", "out"], "nnUNet_results"),
     (["attention-maps", "-d", "977", "-c", "2d", "-i", "case_0000.nii.gz", "-o", "maps.png"], "nnUNet_results"),
+    (["benchmark", "speed", "-d", "977", "-tr", "nnUNetTrainerCMSAD"], "nnUNet_preprocessed"),
+    (["benchmark", "accuracy", "-d", "977", "-tr", "nnUNetTrainerCMSAD", "-o", "out"], "nnUNet_raw"),
 ])
 def test_an_unknown_dataset_id_names_where_it_was_looked_for(empty_nnunet_folders, capsys, command, folder):
     assert cli.main(command) == 2
@@ -93,3 +103,14 @@ def test_a_malformed_dataset_json_in_the_model_folder_is_named_by_predict(tmp_pa
     (tmp_path / "dataset.json").write_text("not json")
     with pytest.raises(ValueError, match=f"{tmp_path / 'dataset.json'} is no usable dataset.json"):
         MissingModalityPredictor(tmp_path, [0])
+
+
+@pytest.mark.parametrize("splits", ['[{"train": ["a"]}]', '{"val": ["a"]}', "[{"])
+def test_a_malformed_splits_file_is_named_with_the_fix(empty_nnunet_folders, splits):
+    from nnunet_multimodal.inference.missing import fold_validation_cases
+
+    preprocessed = empty_nnunet_folders / "nnUNet_preprocessed" / "Dataset977_X"
+    preprocessed.mkdir()
+    (preprocessed / "splits_final.json").write_text(splits)
+    with pytest.raises(ValueError, match="splits_final.json is no splits_final.json of nnU-Net .* pass -i and -ref"):
+        fold_validation_cases("Dataset977_X", 0, ".nii.gz", empty_nnunet_folders / "staging")

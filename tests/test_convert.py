@@ -114,7 +114,7 @@ def test_an_unsafe_dataset_name_is_refused_before_anything_is_written(tmp_path, 
 def test_skip_bad_reports_and_converts_the_rest(tmp_path, capsys, monkeypatch):
     source = picai_layout(tmp_path / "src", missing=(1, "adc"))
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
-    assert main(["convert", "picai", str(source), "-d", "6"]) == 1
+    assert main(["convert", "picai", str(source), "-d", "6"]) == 2
     assert "--skip-bad" in capsys.readouterr().err
     assert main(["convert", "picai", str(source), "-d", "6", "--skip-bad"]) == 0
     out = capsys.readouterr().out
@@ -212,7 +212,7 @@ def mmwhs_source(root, modalities=("ct", "mr"), label_dtype=np.uint16, extra_val
 def test_mmwhs_writes_both_datasets_or_neither(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     (tmp_path / "raw").mkdir()
-    assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "ct_only", ("ct",))), "-d", "40"]) == 1
+    assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "ct_only", ("ct",))), "-d", "40"]) == 2
     assert "mr_train" in capsys.readouterr().err and not list((tmp_path / "raw").iterdir())
     source = mmwhs_source(tmp_path / "src")
     assert main(["convert", "mmwhs", str(source), "-d", "999"]) == 2
@@ -260,7 +260,7 @@ def test_msd_through_nnunet_converter(tmp_path, monkeypatch):
     assert sorted(p.name for p in (folder / "imagesTr").iterdir())[:2] == ["prostate_00_0000.nii.gz",
                                                                            "prostate_00_0001.nii.gz"]
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["Dataset505_Prostate"]
-    assert main(["convert", "msd", str(tmp_path / "raw"), "-d", "506"]) == 1
+    assert main(["convert", "msd", str(tmp_path / "raw"), "-d", "506"]) == 2
 
 
 def test_msd_source_cut_short_is_named_before_nnunets_converter_reads_it(tmp_path, monkeypatch, capsys):
@@ -269,5 +269,5 @@ def test_msd_source_cut_short_is_named_before_nnunets_converter_reads_it(tmp_pat
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])   # SimpleITK would read the rest as zeros
     (task / "imagesTr" / "._prostate_00.nii.gz").write_bytes(b"macOS metadata")   # skipped, as nnU-Net does
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
-    assert main(["convert", "msd", str(task), "-d", "507"]) == 1
+    assert main(["convert", "msd", str(task), "-d", "507"]) == 2
     assert f"{cut} is unreadable (gzip: Compressed file ended" in capsys.readouterr().err

@@ -268,7 +268,7 @@ def test_convert_names_a_cut_file(tmp_path, intact, capsys, monkeypatch):
     files = brats_folder(tmp_path, *intact)
     truncate(0.5)(files["label"])
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
-    assert main(["convert", "brats2023", str(tmp_path / "src"), "-d", "227"]) == 1
+    assert main(["convert", "brats2023", str(tmp_path / "src"), "-d", "227"]) == 2
     assert f"{files['label']} is unreadable" in capsys.readouterr().err
 
 

@@ -204,11 +204,11 @@ def test_mkd_prepare_errors_name_the_fix(workspace, phantom_dataset):
     write_dataset(workspace.raw, 903, "TestUnplanned", PhantomSpec(shape=(32, 32), seed=2), num_training=2)
     result = run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", 903, "-p", TINY_PLANS], workspace.env,
                       check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--no_pp" in result.stderr and "Dataset903_TestUnplanned" in result.stderr
     result = run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", DATASET_ID, "-p", TINY_PLANS],
                       workspace.env, check=False)
-    assert result.returncode == 1 and "another dataset" in result.stderr
+    assert result.returncode == 2 and "another dataset" in result.stderr
 
 
 def test_trainer_without_assistant_fails_before_writing(workspace, phantom_dataset):

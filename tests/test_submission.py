@@ -273,6 +273,34 @@ def test_runner_with_a_corrupt_checkpoint_names_it_and_exits_2(generic_submissio
     assert f"{checkpoint.relative_to(submission)} is unreadable" in error and "Traceback" not in error
 
 
+def test_runner_names_a_checkpoint_of_an_unknown_trainer(generic_submission, phantom_dataset, tmp_path, capsys):
+    import torch
+
+    submission = shutil.copytree(generic_submission, tmp_path / "submission")
+    checkpoint = next(submission.rglob("checkpoint_final.pth"))
+    torch.save(dict(torch.load(checkpoint, weights_only=False), trainer_name="nnUNetTrainerNotShipped"), checkpoint)
+    assert runner.main(["-i", str(phantom_dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-device", "cpu"],
+                       submission) == 2
+    assert "was trained with nnUNetTrainerNotShipped, which neither nnU-Net nor" in capsys.readouterr().err
+
+
+def test_runner_names_a_malformed_submission_json(tmp_path, capsys):
+    (tmp_path / "submission.json").write_text(json.dumps({"layout": "nnunet", "models": [{"folder": "m"}]}))
+    assert runner.main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-device", "cpu"], tmp_path) == 2
+    assert f"{tmp_path / 'submission.json'} is no submission.json" in capsys.readouterr().err
+
+
+def test_runner_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
+    (tmp_path / "submission.json").write_text(json.dumps({"layout": "nnunet", "models": []}))
+
+    def broken(*args, **kwargs):
+        return {}["missing key"]
+
+    monkeypatch.setattr(runner, "run_submission", broken)
+    with pytest.raises(KeyError):
+        runner.main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-device", "cpu"], tmp_path)
+
+
 def test_build_refuses_a_checkpoint_that_does_not_load(trained_cmsad_model, tmp_path):
     from nnunet_multimodal.submission.build import ModelSource, build_submission
     from nnunet_multimodal.training.checkpointing import CheckpointError

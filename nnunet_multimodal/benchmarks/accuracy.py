@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from nnunet_multimodal.atomic_files import write_text_atomic
-from nnunet_multimodal.environment import env_with_plugin
+from nnunet_multimodal.environment import dataset_folder, env_with_plugin
 from nnunet_multimodal.text_table import markdown_table
 
 SCHEMA_VERSION = 1
@@ -111,24 +111,23 @@ def markdown_section(report: dict, plot_name: str) -> str:
 
 
 def run_accuracy_benchmark(args) -> int:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
     from nnunet_multimodal.demo import run_console_script
     from nnunet_multimodal.evaluation.evaluate import (
         evaluate_folders,
         labels_or_regions_from_dataset_json,
+        read_dataset_json,
         write_outputs,
     )
 
     env = env_with_plugin()
-    dataset_name = maybe_convert_to_dataset_name(args.d)
-    raw = Path(env["nnUNet_raw"]) / dataset_name
+    raw = dataset_folder(args.d, "nnUNet_raw")
+    dataset_name = raw.name
     images = Path(args.i) if args.i else raw / "imagesTs"
     reference = Path(args.ref) if args.ref else raw / "labelsTs"
     for folder, flag in ((images, "-i"), (reference, "-ref")):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist: pass the held-out images and labels with {flag}")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = read_dataset_json(raw / "dataset.json")
     labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     out = Path(args.o).resolve()

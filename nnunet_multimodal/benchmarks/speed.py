@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from nnunet_multimodal.atomic_files import write_text_atomic
-from nnunet_multimodal.environment import env_with_plugin
+from nnunet_multimodal.environment import dataset_folder, env_with_plugin
 from nnunet_multimodal.text_table import text_table
 
 BASELINE = "nnUNetTrainer"
@@ -96,6 +96,7 @@ def _measure_in_subprocess(trainer: str, args, env: dict, profile: bool) -> dict
 
 
 def run_speed_benchmark(args) -> int:
+    dataset_folder(args.d, "nnUNet_preprocessed")  # an unknown id, named before any worker starts
     env = env_with_plugin()
     env.setdefault("nnUNet_compile", "f")
     env.setdefault("nnUNet_n_proc_DA", "0")

@@ -133,6 +133,21 @@ def check_case_files(files: dict[int, Path], missing: set[int], case: str, modal
     return absent
 
 
+def check_trainer_importable(checkpoint_file: Path) -> None:
+    """nnU-Net raises a RuntimeError naming neither the checkpoint nor the plugin when the trainer class a
+    checkpoint was trained with cannot be found."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    trainer_name = read_checkpoint(checkpoint_file)["trainer_name"]
+    try:
+        recursive_find_trainer_class_by_name(trainer_name)
+    except RuntimeError as e:
+        raise ValueError(f"{checkpoint_file} was trained with {trainer_name}, which neither nnU-Net nor "
+                         f"nnUNet_extTrainer ({os.environ.get('nnUNet_extTrainer', 'not set')}) defines; install the "
+                         f"package that defines it (nnunet-mm env shows the nnUNet_extTrainer value for this "
+                         f"plugin's trainers)") from e
+
+
 class MissingModalityPredictor:
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True):
@@ -150,6 +165,7 @@ class MissingModalityPredictor:
         except Exception:
             for fold in folds:  # nnU-Net's own error for a corrupt checkpoint does not name the file
                 read_checkpoint(Path(model_folder) / f"fold_{fold}" / checkpoint)
+            check_trainer_importable(Path(model_folder) / f"fold_{folds[0]}" / checkpoint)
             raise
         configuration = self.predictor.configuration_manager
         if configuration.previous_stage_name is not None:
@@ -266,13 +282,19 @@ def fold_validation_cases(dataset_name: str, fold: int, file_ending: str, stagin
     if not splits_file.is_file():
         raise FileNotFoundError(f"{splits_file} not found: nnU-Net writes it when a fold is trained; pass -i and "
                                 f"-ref to evaluate on folders instead")
-    splits = json.loads(splits_file.read_text())
-    if not 0 <= fold < len(splits):
+    try:
+        splits = json.loads(splits_file.read_text())
+        validation = [str(case) for case in splits[fold]["val"]] if 0 <= fold < len(splits) else None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{splits_file} is no splits_final.json of nnU-Net ({type(e).__name__}: {e}); restore the "
+                         f"file the models were trained with (a new split would put training cases in validation), or "
+                         f"pass -i and -ref") from e
+    if validation is None:
         raise ValueError(f"fold {fold} is not in {splits_file} ({len(splits)} folds)")
     images = Path(nnUNet_raw or "") / dataset_name / "imagesTr"
     references = preprocessed / "gt_segmentations"
     staging.mkdir(parents=True, exist_ok=True)
-    for case in splits[fold]["val"]:
+    for case in validation:
         files = sorted(images.glob(f"{case}_[0-9][0-9][0-9][0-9]{file_ending}"))
         if not files:
             raise FileNotFoundError(f"no raw images of validation case {case} in {images}: the sweep predicts from "

@@ -20,13 +20,14 @@ from torch import nn
 
 from nnunet_multimodal.networks.sam_adapter import is_adapter_parameter
 from nnunet_multimodal.networks.sam_config import ENCODER_VARIANTS
+from nnunet_multimodal.user_errors import UserError
 
 SAM_CHECKPOINT_ENV = "nnUNet_mm_SAM_checkpoint"
 OFFICIAL_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
 DOWNLOAD_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 
 
-class SAMCheckpointError(RuntimeError):
+class SAMCheckpointError(UserError):
     """A SAM checkpoint that is absent, unreadable or does not fit the configured encoder."""
 
 

@@ -265,7 +265,7 @@ def build_submission(output: str | Path, layout_name: str, models: list[ModelSou
 
 def build_command(args) -> int:
     """``nnunet-mm submission build`` (arguments defined in nnunet_multimodal/cli.py)."""
-    from nnunet_multimodal.cli import dataset_folder as find_dataset_folder
+    from nnunet_multimodal.environment import dataset_folder as find_dataset_folder
 
     dataset_folder = find_dataset_folder(args.d, "nnUNet_results")
     if args.tr:

@@ -30,13 +30,14 @@ from nnunet_multimodal.inference.output_folder import (
     record_files_written,
     refuse_files_we_did_not_write,
 )
+from nnunet_multimodal.user_errors import UserError, is_user_error
 
 SUBMISSION_FILE = "submission.json"
 GENERIC_LAYOUT = "nnunet"   # nnU-Net's own naming: CASE_XXXX<file_ending> in one folder, the model's labels
 LAYOUT_CHOICES = (GENERIC_LAYOUT, *LAYOUTS)
 
 
-class CaseError(Exception):
+class CaseError(UserError):
     """Why one input case cannot be predicted, naming the file and the fix."""
 
 
@@ -61,9 +62,13 @@ class Submission:
         if not spec_file.is_file():
             raise FileNotFoundError(f"{spec_file} is missing: is {folder} a folder written by nnunet-mm submission "
                                     f"build?")
-        spec = json.loads(spec_file.read_text())
-        models = tuple(ModelEntry(m["folder"], tuple(m["folds"]), m["checkpoint"]) for m in spec["models"])
-        return cls(folder, spec["layout"], models, spec.get("postprocessing"))
+        try:
+            spec = json.loads(spec_file.read_text())
+            models = tuple(ModelEntry(m["folder"], tuple(m["folds"]), m["checkpoint"]) for m in spec["models"])
+            return cls(folder, spec["layout"], models, spec.get("postprocessing"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{spec_file} is no submission.json of nnunet-mm submission build ({type(e).__name__}: "
+                             f"{e}); rebuild the submission with nnunet-mm submission build") from e
 
     def to_json(self, **extra) -> str:
         return json.dumps({"layout": self.layout,
@@ -310,7 +315,9 @@ def main(argv: list[str] | None, submission_folder: str | Path) -> int:
         output_root = Path(args.o)
         written, failures = run_submission(submission, Path(args.i), output_root, device,
                                            overwrite=args.overwrite)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # the submission or its folders are unusable
+    except Exception as e:
+        if not is_user_error(e):  # a bug keeps its traceback
+            raise
         print(f"submission: error: {e}", file=sys.stderr)
         return 2
     print(summary(written, failures, output_root), file=sys.stderr if failures else sys.stdout)

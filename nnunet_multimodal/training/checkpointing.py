@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from nnunet_multimodal import __version__
+from nnunet_multimodal.user_errors import UserError
 
 # Bumped whenever a checkpoint written by this plugin can no longer be restored by an older reader.
 CHECKPOINT_FORMAT = 1
 PLUGIN_KEY = "nnunet_multimodal"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used, with the file and the fix in the message."""
 
 

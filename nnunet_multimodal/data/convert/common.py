@@ -14,9 +14,10 @@ import SimpleITK as sitk
 
 from nnunet_multimodal.data import verify
 from nnunet_multimodal.data.verify import verify_dataset
+from nnunet_multimodal.user_errors import UserError
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UserError):
     """A case that cannot be converted, with the file and the reason."""
 
 
