@@ -73,12 +73,10 @@ def demo_environment(root: Path) -> dict:
 
 def save_case_figure(image_files: list[Path], modality_names: list[str], label_file: Path, prediction_file: Path,
                      title: str, output: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import SimpleITK as sitk
+
+    from nnunet_multimodal.figures import new_figure, save_figure
 
     def middle_slice(path: Path):
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
@@ -88,16 +86,14 @@ def save_case_figure(image_files: list[Path], modality_names: list[str], label_f
     panels += [(middle_slice(label_file), "ground truth", "viridis"),
                (middle_slice(prediction_file), "prediction", "viridis")]
     label_max = max(float(np.max(panels[-2][0])), 1.0)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+    fig, axes = new_figure(1, len(panels), figsize=(3 * len(panels), 3.4))
     for ax, (array, name, cmap) in zip(axes, panels):
         kwargs = {"vmin": 0, "vmax": label_max, "interpolation": "nearest"} if cmap == "viridis" else {}
         ax.imshow(array, cmap=cmap, **kwargs)
         ax.set_title(name)
         ax.axis("off")
     fig.suptitle(f"{title} (SYNTHETIC phantom)")
-    fig.tight_layout()
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
+    save_figure(fig, output, dpi=80)
 
 
 def format_table(rows: list[dict], label_names: list[str]) -> str:

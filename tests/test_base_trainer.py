@@ -161,7 +161,7 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(trained_aux, monkeyp
     before = path.read_bytes()
 
     def dies_half_way(obj, f):
-        f.write(b"partial")
+        Path(f).write_bytes(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpointing.torch, "save", dies_half_way)
@@ -172,7 +172,7 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(trained_aux, monkeyp
 
 
 def test_temporary_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
-    stale = tmp_path / ".checkpoint_best.pth.6hzolmg2.tmp"        # what SIGKILL during torch.save leaves
+    stale = tmp_path / ".checkpoint_latest.pth.6f3a09c1.partial.pth"    # what SIGKILL during torch.save leaves
     stale.write_bytes(b"half a checkpoint")
     checkpointing.atomic_torch_save({"network_weights": {}}, tmp_path / "checkpoint_latest.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]

@@ -80,6 +80,7 @@ def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
         return _m(trainer, 1.0, 1.0, 1.0)
 
     monkeypatch.setattr(speed, "_measure_in_subprocess", measure)
+    monkeypatch.setattr(speed, "dataset_folder", lambda dataset, variable: tmp_path)
     report_file = tmp_path / "speed.json"
     args = Namespace(d="1", c="2d", p="P", tr=["A", "Broken"], device="cpu", steps=1, warmup=0, rounds=1,
                      cases=1, json=str(report_file), profile=None)

@@ -42,6 +42,6 @@ def test_sigkill_then_resume(workspace, phantom_dataset, request, trainer, plans
     assert len(logs["train_losses"]) == 2
     if extra_term:
         assert len(logs[f"loss_{extra_term}"]) == len(logs[f"weight_{extra_term}"]) == 2
-    assert not list(fold.glob(".*.tmp"))
+    assert not list(fold.glob(".*.partial*"))
     if trainer == MKD_TRAINER:  # generators, discriminators and their optimizers came back too
         assert set(final["extra_modules"]) == set(final["extra_optimizers"]) == {"iam", "discriminators"}

@@ -66,23 +66,19 @@ def replace_section(page: Path, name: str, body: str) -> None:
 
 
 def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from nnunet_multimodal.figures import new_figure, save_figure
+
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(1.6 * len(keys) + 6, 4))
+    fig, ax = new_figure(figsize=(1.6 * len(keys) + 6, 4))
     for i, row in enumerate(rows):
         ax.bar(np.arange(len(keys)) + i * width, [row["dice"][k] for k in keys], width, label=row["trainer"])
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"Dice {names.get(k, k)}" for k in keys])
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
+    save_figure(fig, filename)
 
 
 def markdown_section(report: dict, plot_name: str) -> str:

@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-SPACING_RTOL = 1e-3
-ORIGIN_ATOL_MM = 1e-2
-DIRECTION_ATOL = 1e-3
+from nnunet_multimodal.data.grid import geometry_mismatch, image_geometry
 
 
 @dataclass(frozen=True)
@@ -114,23 +112,6 @@ def label_values(label: sitk.Image) -> tuple[set[int], list[float]]:
     values = values[np.isfinite(values)]
     whole = values == np.round(values)
     return set(values[whole].astype(int).tolist()), values[~whole][:5].tolist()
-
-
-def image_geometry(image: sitk.Image) -> dict:
-    return {"shape": image.GetSize(), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
-            "direction": image.GetDirection()}
-
-
-def geometry_mismatch(reference: dict, other: dict) -> str | None:
-    if reference["shape"] != other["shape"]:
-        return f"shape {other['shape']} differs from {reference['shape']}"
-    if not np.allclose(reference["spacing"], other["spacing"], rtol=SPACING_RTOL, atol=0):
-        return f"spacing {other['spacing']} differs from {reference['spacing']}"
-    if not np.allclose(reference["origin"], other["origin"], rtol=0, atol=ORIGIN_ATOL_MM):
-        return f"origin {other['origin']} differs from {reference['origin']}"
-    if not np.allclose(reference["direction"], other["direction"], rtol=0, atol=DIRECTION_ATOL):
-        return f"direction {other['direction']} differs from {reference['direction']}"
-    return None
 
 
 NON_FINITE_FIX = "replace non-finite voxels (e.g. numpy.nan_to_num) or re-export the image"

@@ -15,7 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
 
-from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.atomic_files import atomic_path, write_text_atomic
+from nnunet_multimodal.data.grid import same_spacing
 from nnunet_multimodal.data.verify import (
     FRACTIONAL_LABEL_FIX,
     count_non_finite,
@@ -101,7 +102,7 @@ def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions
     if declared is not None:
         check_declared(reference_file, reference, declared)
         check_declared(prediction_file, prediction, declared)
-    if reference.shape != prediction.shape or not np.allclose(spacing, prediction_spacing, rtol=1e-3):
+    if reference.shape != prediction.shape or not same_spacing(spacing, prediction_spacing):
         raise ValueError(f"{prediction_file} (shape {prediction.shape}, spacing {prediction_spacing}) does not "
                          f"match its reference {reference_file} (shape {reference.shape}, spacing {spacing}); "
                          f"predict on the reference's images or resample the prediction onto them")
@@ -210,26 +211,21 @@ def write_outputs(summary: dict, output_folder: str | Path) -> dict[str, Path]:
     rows = [(Path(c["prediction_file"]).name, k, m)
             for c in summary["metric_per_case"] for k, m in c["metrics"].items()]
     metric_names = list(rows[0][2]) if rows else []
-    tmp = paths["csv"].with_name(f".{paths['csv'].name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(paths["csv"]) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["case", "label_or_region", *metric_names])
         for case, k, metrics in rows:
             writer.writerow([case, k, *[metrics[m] for m in metric_names]])
-    tmp.replace(paths["csv"])
     _box_plots(summary, paths["png"])
     return paths
 
 
 def _box_plots(summary: dict, filename: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
+    from nnunet_multimodal.figures import new_figure, save_figure
 
     keys = list(summary["mean"])
     shown = [m for m in ("Dice", "HD95", "lesion_dice", "lesion_hd95") if keys and m in summary["mean"][keys[0]]]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4), squeeze=False)
+    fig, axes = new_figure(1, len(shown), figsize=(4 * len(shown), 4), squeeze=False)
     for ax, metric in zip(axes[0], shown):
         data = [[c["metrics"][k][metric] for c in summary["metric_per_case"]
                  if not (isinstance(c["metrics"][k][metric], float) and math.isnan(c["metrics"][k][metric]))]
@@ -237,7 +233,4 @@ def _box_plots(summary: dict, filename: Path) -> None:
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(keys) + 1), keys, rotation=30)
         ax.set_title(metric + (" (mm)" if "hd95" in metric.lower() else ""))
-    fig.tight_layout()
-    fig.savefig(filename.with_name(f".{filename.name}.tmp.png"), dpi=80)
-    plt.close(fig)
-    filename.with_name(f".{filename.name}.tmp.png").replace(filename)
+    save_figure(fig, filename, dpi=80)

@@ -53,11 +53,9 @@ def pad_to_multiple(data: torch.Tensor, multiple: np.ndarray) -> torch.Tensor:
 
 def export_attention_maps(model_folder: str | Path, fold: str, checkpoint: str, image_files: list[str],
                           output: str | Path, device: str = "cpu") -> Path:
-    import matplotlib
+    from nnunet_multimodal.figures import new_figure, refuse_foreign_figure, save_figure
 
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-
+    refuse_foreign_figure(output)
     missing = [f for f in image_files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) {missing} do not exist; pass one file per modality, in the "
@@ -86,7 +84,7 @@ def export_attention_maps(model_folder: str | Path, fold: str, checkpoint: str, 
     def middle(array):
         return array[array.shape[0] // 2] if array.ndim == 3 else array
 
-    fig, axes = plt.subplots(len(names), len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.6 * len(names)),
+    fig, axes = new_figure(len(names), len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.6 * len(names)),
                              squeeze=False)
     for m, name in enumerate(names):
         image = middle(data[m].cpu().numpy())
@@ -98,9 +96,7 @@ def export_attention_maps(model_folder: str | Path, fold: str, checkpoint: str, 
             axes[m, s + 1].set_title(f"{name}, stage {s}")
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
+    save_figure(fig, output, dpi=80)
     return output

@@ -23,13 +23,8 @@ import torch
 from torch import nn
 
 from nnunet_multimodal.atomic_files import write_text_atomic
-from nnunet_multimodal.data.verify import (
-    count_non_finite,
-    geometry_mismatch,
-    group_case_files,
-    image_geometry,
-    read_image,
-)
+from nnunet_multimodal.data.grid import geometry_mismatch, image_geometry
+from nnunet_multimodal.data.verify import count_non_finite, group_case_files, read_image
 from nnunet_multimodal.inference.output_folder import (
     output_folder_lock,
     record_files_written,
@@ -356,20 +351,15 @@ def evaluate_missing(predictor: MissingModalityPredictor, input_folder: str | Pa
 
 
 def _heatmap(table: dict, keys: list[str], filename: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
+    from nnunet_multimodal.figures import new_figure, save_figure
 
     rows = list(table)
     values = np.array([[table[r][k] for k in keys] for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 * len(keys) + 3, 0.4 * len(rows) + 1.5))
+    fig, ax = new_figure(figsize=(1.2 * len(keys) + 3, 0.4 * len(rows) + 1.5))
     image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(keys)), [f"Dice {k}" for k in keys], rotation=30)
     ax.set_yticks(range(len(rows)), rows)
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(filename, dpi=80)
-    plt.close(fig)
+    save_figure(fig, filename, dpi=80)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_multimodal.atomic_files import atomic_path
 from nnunet_multimodal.data.convert.common import ConversionError
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout
 from nnunet_multimodal.inference.output_folder import (
@@ -193,9 +194,8 @@ def write_output(segmentation_file: Path, target: Path, postprocessing, lut: np.
     output = sitk.GetImageFromArray(segmentation.astype(np.uint8 if segmentation.max() <= 255 else np.uint16))
     output.CopyInformation(image)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".partial-{target.name}")
-    sitk.WriteImage(output, str(partial), useCompression=True)
-    os.replace(partial, target)
+    with atomic_path(target) as temporary:
+        sitk.WriteImage(output, str(temporary), useCompression=True)
 
 
 def load_predictors(submission: Submission, device: str) -> list:

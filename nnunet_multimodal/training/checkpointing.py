@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from nnunet_multimodal import __version__
+from nnunet_multimodal.atomic_files import atomic_path
 from nnunet_multimodal.user_errors import UserError
 
 # Bumped whenever a checkpoint written by this plugin can no longer be restored by an older reader.
@@ -21,29 +21,10 @@ class CheckpointError(UserError):
 
 
 def atomic_torch_save(obj, filename: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``filename``, then rename: a kill mid-save never leaves a
-    truncated ``filename`` behind, and the previous file stays intact until the new one is complete. Temporary
-    files that a save killed outright (SIGKILL, power loss) left in the folder are removed first."""
-    filename = Path(filename)
-    for stale in filename.parent.glob(f".*{filename.suffix}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename.name}.", suffix=".tmp", dir=filename.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the checkpoint from the user's group
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
+    """torch.save that never leaves a truncated ``filename`` behind; the previous file stays intact until the
+    new one is complete and on disk."""
+    with atomic_path(filename, durable=True) as temporary:
+        torch.save(obj, temporary)
 
 
 def plugin_stamp(knobs: dict) -> dict:

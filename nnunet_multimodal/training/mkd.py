@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib
 import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
@@ -42,10 +41,8 @@ from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, Ima
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
 from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.plotting import plot_alignment
 from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
-
-matplotlib.use("agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 ALIGNMENT_KEYS = ("alignment_distance", "alignment_distance_unaligned")
 IAM_TERMS = ("adversarial", "cycle", "discriminator")
@@ -276,27 +273,6 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
         if self.local_rank == 0 and self._alignment_example is not None:
             images = (image.cpu() for image in self._alignment_example)
             plot_alignment(*images, join(self.output_folder, "alignment.png"), self.current_epoch)
-
-
-def _display_slice(image: torch.Tensor) -> np.ndarray:
-    """First channel; the middle slice of the first axis in 3D."""
-    image = image[0].float().numpy()
-    return image[image.shape[0] // 2] if image.ndim == 3 else image
-
-
-def plot_alignment(assistant: torch.Tensor, aligned: torch.Tensor, target: torch.Tensor, filename: str,
-                   epoch: int) -> None:
-    panels = (("assistant image", assistant), ("aligned (IAM output)", aligned), ("a target image", target))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.8))
-    for ax, (title, image) in zip(axes, panels):
-        ax.imshow(_display_slice(image), cmap="gray")
-        ax.set_title(title, fontsize=11)
-        ax.axis("off")
-    fig.suptitle(f"MKD image alignment, epoch {epoch} (normalised intensities; each panel its own grey scale)",
-                 fontsize=11)
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
 
 
 class nnUNetTrainerMKD_noIAM(nnUNetTrainerMKD):

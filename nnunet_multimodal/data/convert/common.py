@@ -58,12 +58,6 @@ def resample_onto(image: sitk.Image, reference: sitk.Image, is_label: bool, sour
                          reference, sitk.Transform(), interpolator, 0.0, pixel_type)
 
 
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
-
-
 @dataclass
 class ConversionReport:
     converted: list[str] = field(default_factory=list)

@@ -17,9 +17,9 @@ from nnunet_multimodal.data.convert.common import (
     check_dataset_id_free,
     read_image,
     resample_onto,
-    same_grid,
 )
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, Layout, LayoutCase
+from nnunet_multimodal.data.grid import same_grid
 from nnunet_multimodal.data.verify import FRACTIONAL_LABEL_FIX, label_values
 
 
