@@ -180,7 +180,7 @@ def _evaluate_missing(args) -> int:
         labels_or_regions_from_dataset_json,
         read_dataset_json,
     )
-    from nnunet_multimodal.inference.missing import evaluate_missing
+    from nnunet_multimodal.evaluation.missing_sweep import evaluate_missing
     from nnunet_multimodal.text_table import text_table
 
     if (args.i is None) != (args.ref is None):
@@ -195,7 +195,7 @@ def _evaluate_missing(args) -> int:
     declared = declared_labels(dataset_json, args.djfile or f"the model's dataset.json ({args.tr}, {args.c})")
     with tempfile.TemporaryDirectory(prefix="nnunet_mm_validation_") as staging:
         if args.i is None:
-            from nnunet_multimodal.inference.missing import fold_validation_cases
+            from nnunet_multimodal.evaluation.missing_sweep import fold_validation_cases
 
             images, references = fold_validation_cases(dataset_folder(args.d, "nnUNet_preprocessed").name,
                                                        int(args.f[0]), predictor.file_ending, Path(staging))

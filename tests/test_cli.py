@@ -107,7 +107,7 @@ def test_a_malformed_dataset_json_in_the_model_folder_is_named_by_predict(tmp_pa
 
 @pytest.mark.parametrize("splits", ['[{"train": ["a"]}]', '{"val": ["a"]}', "[{"])
 def test_a_malformed_splits_file_is_named_with_the_fix(empty_nnunet_folders, splits):
-    from nnunet_multimodal.inference.missing import fold_validation_cases
+    from nnunet_multimodal.evaluation.missing_sweep import fold_validation_cases
 
     preprocessed = empty_nnunet_folders / "nnUNet_preprocessed" / "Dataset977_X"
     preprocessed.mkdir()

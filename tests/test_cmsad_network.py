@@ -2,9 +2,9 @@ import pytest
 import torch
 from arch_helpers import architecture, assert_same_function
 
+from nnunet_multimodal.networks.branch_convolutions import grouped_conv, grouped_transposed_conv
 from nnunet_multimodal.networks.branches import branch_features_per_stage
 from nnunet_multimodal.networks.cmsad import CMSADNet
-from nnunet_multimodal.networks.plans_architecture import grouped_conv, grouped_transposed_conv
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
 

@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
-from nnunet_multimodal.inference.missing import MissingModalityPredictor, modality_subsets
+from nnunet_multimodal.evaluation.missing_sweep import modality_subsets
+from nnunet_multimodal.inference.missing import MissingModalityPredictor
 from nnunet_multimodal.inference.output_folder import MANIFEST
 
 
@@ -245,7 +246,7 @@ class FixedPredictor:
 
 
 def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(tmp_path):
-    from nnunet_multimodal.inference.missing import evaluate_missing
+    from nnunet_multimodal.evaluation.missing_sweep import evaluate_missing
 
     reference = np.zeros((1, 8, 8), np.uint8)
     reference[0, :4, :4] = 1
@@ -352,3 +353,21 @@ def test_evaluate_missing_refuses_a_case_lacking_a_channel_file_before_predictin
     error = capsys.readouterr().err
     assert f"TestPhantom_011: {images / 'TestPhantom_011_0002.nii.gz'} (FLAIR) is missing" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_an_earlier_sweeps_files_are_removed(tmp_path):
+    from nnunet_multimodal.evaluation.missing_sweep import remove_earlier_sweep
+    from nnunet_multimodal.inference.output_folder import record_files_written
+
+    record_files_written(tmp_path, ["case_001.nii.gz", "modalities_used.json"])
+    (tmp_path / "case_001.nii.gz").write_bytes(b"prediction")
+    remove_earlier_sweep(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_no_sweep_wrote_is_refused_not_deleted(tmp_path):
+    from nnunet_multimodal.evaluation.missing_sweep import remove_earlier_sweep
+
+    (tmp_path / "notes.txt").write_text("the user's")
+    with pytest.raises(FileExistsError, match=r"holds files no earlier sweep wrote \(notes.txt\)"):
+        remove_earlier_sweep(tmp_path)

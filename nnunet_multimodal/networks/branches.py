@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, grouped_conv
+from nnunet_multimodal.networks.branch_convolutions import grouped_conv
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 
 # Branch widths are rounded to multiples of 8: vectorised convolution kernels run about 2x faster at such
 # widths than at, e.g., 9 or 37 channels (measured on CPU; see docs/methods/cmsad.md).

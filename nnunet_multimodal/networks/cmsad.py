@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_multimodal.networks.branch_convolutions import check_branch_convolutions
 from nnunet_multimodal.networks.branches import (
     branch_features_per_stage,
     branch_inputs,
@@ -20,7 +21,7 @@ from nnunet_multimodal.networks.branches import (
     split_branches,
 )
 from nnunet_multimodal.networks.knob_checks import non_negative_int, positive_int
-from nnunet_multimodal.networks.plans_architecture import PlansArchitecture, check_branch_convolutions
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.networks.scff import SpatialCorrelatedFeatureFusion
 
 DEFAULT_KNOBS = {

@@ -3,9 +3,10 @@
 Instance norm is group norm with one group per channel: same statistics (per sample and channel, biased variance),
 same affine parameters. On the CPU PyTorch's group-norm kernel computes it about 3x faster (forward + backward)
 than ``nn.InstanceNorm*d``, which reshapes to a batch norm over B*C channels and repeats its weights
-(docs/methods/cmsad.md#speed-cpu-tiny-plans). The multi-branch networks normalise more and wider feature maps than
-a plain U-Net, so they use it wherever their plans say ``InstanceNorm*d``. Same class hierarchy, state dict and
-values; other devices (unless asked for), running statistics and unbatched inputs take the stock path.
+(docs/benchmark_results/2026-12-01_instance_norm_cpu/README.md). The multi-branch networks normalise more and
+wider feature maps than a plain U-Net, so they use it wherever their plans say ``InstanceNorm*d``. Same class
+hierarchy, state dict and values; other devices (unless asked for), running statistics and unbatched inputs take
+the stock path.
 
 On CUDA the kernel is a candidate to measure: the stock module returns a view of a batch norm's output, and the
 in-place nonlinearity nnU-Net puts after it makes autograd copy the whole feature map several times in the

@@ -17,6 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_multimodal.networks.branch_convolutions import (
+    check_branch_convolutions,
+    grouped_conv,
+    grouped_transposed_conv,
+)
 from nnunet_multimodal.networks.branches import (
     branch_features_per_stage,
     branch_inputs,
@@ -24,12 +29,7 @@ from nnunet_multimodal.networks.branches import (
     split_branches,
 )
 from nnunet_multimodal.networks.broadcast import trailing_singletons
-from nnunet_multimodal.networks.plans_architecture import (
-    PlansArchitecture,
-    check_branch_convolutions,
-    grouped_conv,
-    grouped_transposed_conv,
-)
+from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.networks.scff import availability_weights
 from nnunet_multimodal.networks.segmentation_head import SegmentationHead
 
@@ -39,7 +39,8 @@ DEFAULT_KNOBS = {
     # about the narrowest the authors ran (15); only plans with fewer than 32 base features are affected
     "min_branch_features": 16,
     # with one modality available at inference: its own "branch" head (as the authors did; better on average on
-    # each single-modality subset of the demo phantom, docs/methods/maml.md#measured) or the "fused" head
+    # each single-modality subset of the demo phantom, docs/benchmark_results/2026-12-01_maml_demo_runs/README.md)
+    # or the "fused" head
     "single_modality_head": "branch",
     # how the M U-Nets run: one "grouped" convolution per layer, or "split" into one per branch (same weights);
     # "auto": split while training 3D networks, grouped otherwise (the faster on the CPU; docs/methods/maml.md)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_multimodal.full_precision import full_precision
+from nnunet_multimodal.networks.branch_convolutions import grouped_conv
 from nnunet_multimodal.networks.broadcast import trailing_singletons
-from nnunet_multimodal.networks.plans_architecture import grouped_conv
 
 MODES = ("attention", "gating", "none")
 

@@ -290,7 +290,8 @@ class nnUNetTrainerMKD_noKD(nnUNetTrainerMKD):
 
 
 class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
-    """KD at temperature 2 (the default before the phantom comparison in docs/benchmarks.md)."""
+    """KD at temperature 2 (the default before the phantom comparison of
+    docs/benchmark_results/2026-11-30_mkd_pair/README.md)."""
 
     kd_temperature = 2.0
 
