@@ -18,12 +18,8 @@ import warnings
 import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import join
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -41,6 +37,7 @@ from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, Ima
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
 from nnunet_multimodal.training.loss_terms import LossTerm
+from nnunet_multimodal.training.mkd_assistant_loader import assistant_training_loader
 from nnunet_multimodal.training.plotting import plot_alignment
 from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
 
@@ -150,33 +147,8 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
 
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
-        self.dataloader_assistant = self.assistant_dataloader()
+        self.dataloader_assistant = assistant_training_loader(self, self.assistant.folder, self.assistant_batch_size)
         return train, val
-
-    def assistant_dataloader(self):
-        """nnU-Net's training loader and augmentation over every case of the assistant dataset."""
-        rotation, dummy_2d, initial_patch_size, mirror_axes = \
-            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        transforms = self.get_training_transforms(
-            self.configuration_manager.patch_size, rotation, self._get_deep_supervision_scales(), mirror_axes,
-            dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
-            foreground_labels=self.label_manager.foreground_labels,
-            regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
-            ignore_label=self.label_manager.ignore_label)
-        dataset_class = infer_dataset_class(str(self.assistant.folder))
-        if self.local_rank == 0:
-            dataset_class.unpack_dataset(str(self.assistant.folder), overwrite_existing=False,
-                                         num_processes=max(1, round(get_allowed_n_proc_DA() // 2)), verify=True)
-        loader = nnUNetDataLoader(dataset_class(str(self.assistant.folder)), self.assistant_batch_size,
-                                  initial_patch_size, self.configuration_manager.patch_size, self.label_manager,
-                                  oversample_foreground_percent=self.oversample_foreground_percent,
-                                  sampling_probabilities=None, pad_sides=None, transforms=transforms,
-                                  probabilistic_oversampling=self.probabilistic_oversampling)
-        processes = get_allowed_n_proc_DA()
-        if processes == 0:
-            return SingleThreadedAugmenter(loader, None)
-        return NonDetMultiThreadedAugmenter(loader, None, processes, max(6, processes // 2), None,
-                                            pin_memory=self.device.type == "cuda", wait_time=0.002)
 
     def on_train_end(self):
         super().on_train_end()
