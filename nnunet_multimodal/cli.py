@@ -17,6 +17,11 @@ def _cmd_env(args) -> int:
     return 0
 
 
+def _add_env(sub) -> None:
+    p = sub.add_parser("env", help="print the nnUNet_extTrainer export line and unset nnU-Net folders")
+    p.set_defaults(func=_cmd_env)
+
+
 def _cmd_verify(args) -> int:
     from nnunet_multimodal.data.verify import verify_dataset
 
@@ -26,6 +31,15 @@ def _cmd_verify(args) -> int:
         print(problem)
     print(f"{folder}: {len(problems)} problem(s)" if problems else f"{folder}: OK")
     return 1 if problems else 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check a raw dataset: channels, geometry, NaN/Inf, label values")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("-d", help="dataset name or id (looked up in nnUNet_raw)")
+    group.add_argument("--folder", help="a raw dataset folder (instead of -d)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_verify)
 
 
 def _cmd_plans(args) -> int:
@@ -44,10 +58,33 @@ def _cmd_plans(args) -> int:
     return 0
 
 
+def _add_plans(sub) -> None:
+    p = sub.add_parser("plans", help="derive plans (tiny CPU variant, method knobs) from nnU-Net's plans")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", nargs="+", default=["2d"], help="configurations to change (default: 2d)")
+    p.add_argument("-p", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
+    p.add_argument("-o", help="new plans identifier (default: <source>_mmtiny with --tiny, else <source>_mm)")
+    p.add_argument("--tiny", action="store_true", help="small patch, 4 stages of 16-128 features, small batch")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KNOB=VALUE",
+                   help="method knob stored under configurations[c]['multimodal'][SECTION] (JSON value)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing plans of this name with other settings (models trained with them no longer "
+                        "match)")
+    p.set_defaults(func=_cmd_plans)
+
+
 def _cmd_demo(args) -> int:
     from nnunet_multimodal.demo import run_demo
 
     return run_demo(root=args.root, quick=args.quick, dataset_id=args.dataset_id)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="phantom dataset -> plan -> train method and baseline -> predict -> compare")
+    p.add_argument("--root", default="nnunet_mm_demo", help="working folder (default: ./nnunet_mm_demo)")
+    p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
+    p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
+    p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_attention_maps(args) -> int:
@@ -57,6 +94,20 @@ def _cmd_attention_maps(args) -> int:
     output = export_attention_maps(folder, args.f, args.chk, args.i, args.o, args.device)
     print(f"wrote {output}")
     return 0
+
+
+def _add_attention_maps(sub) -> None:
+    p = sub.add_parser("attention-maps", help="CMSAD: each modality's attention maps per encoder stage for a case")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-f", default="0", help="fold (default: 0)")
+    p.add_argument("-tr", default="nnUNetTrainerCMSAD", help="trainer (default: nnUNetTrainerCMSAD)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    p.add_argument("-i", nargs="+", required=True, help="the case's image files, one per modality, in channel order")
+    p.add_argument("-o", required=True, help="output PNG")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_cmd_attention_maps)
 
 
 def _cmd_convert(args) -> int:
@@ -80,6 +131,20 @@ def _cmd_convert(args) -> int:
         print(f"wrote {folder} (verified); next: nnUNetv2_plan_and_preprocess -d {folder.name[7:10]} "
               f"--verify_dataset_integrity")
     return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="challenge data -> nnU-Net raw dataset, resampled and verified")
+    p.add_argument("format", choices=["brats", "brats2023", "msd", "picai", "isles22", "mmwhs"],
+                   help="source layout (see docs/data/)")
+    p.add_argument("source", help="the source folder (BraTS case folders' parent, MSD TaskXX_Name, ISLES'22 BIDS "
+                                  "root, PI-CAI folder with images/ and annotations/, MM-WHS folder with ct_train/ "
+                                  "and mr_train/)")
+    p.add_argument("-d", type=int, required=True,
+                   help="dataset id to write in nnUNet_raw (mmwhs: CT gets it, MR the next one)")
+    p.add_argument("--name", help="dataset name (default: from the format; msd keeps the task's name)")
+    p.add_argument("--skip-bad", action="store_true", help="skip cases that fail and report them")
+    p.set_defaults(func=_cmd_convert)
 
 
 def _note_unpredicted_references(summary: dict, reference_folder: str) -> None:
@@ -124,6 +189,26 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, volumes, lesion-wise metrics per case and label/region")
+    p.add_argument("-ref", required=True, help="folder with the reference segmentations")
+    p.add_argument("-pred", required=True, help="folder with the predictions (same file names)")
+    p.add_argument("-djfile", help="dataset.json: labels, regions, ignore label and file ending")
+    p.add_argument("-l", nargs="+", type=int, help="labels to evaluate (without -djfile)")
+    p.add_argument("--file-ending", default=".nii.gz", help="file ending without -djfile (default: .nii.gz)")
+    p.add_argument("-o", help="output folder (default: the prediction folder)")
+    p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet",
+                   help="empty masks: nnunet = Dice NaN when both are empty, HD95 NaN when either is (means skip "
+                        "NaN); brats = Dice 1/HD95 0 when both are empty, HD95 374 when one is")
+    p.add_argument("--lesion-wise", action="store_true", help="add BraTS 2023-style lesion-wise Dice and HD95")
+    p.add_argument("--lesion-dilation", type=int, default=0,
+                   help="dilation iterations grouping reference lesions and matching predictions (BraTS glioma: 3)")
+    p.add_argument("--lesion-min-volume", type=float, default=0,
+                   help="reference lesions of at most this volume (mm³) are left out (BraTS 2023 glioma: 50)")
+    p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def _missing_predictor(args):
     from nnunet_multimodal.inference.missing import MissingModalityPredictor
 
@@ -143,6 +228,23 @@ def _note_interrupted_prediction(interrupted) -> None:
           f"predict the others", file=sys.stderr)
 
 
+def _add_model_arguments(p, input_required: bool) -> None:
+    """The model and prediction flags ``predict`` and ``evaluate-missing`` share with nnUNetv2_predict."""
+    p.add_argument("-i", required=input_required,
+                   help="input folder (CASE_XXXX files; absent channel files are missing)"
+                   + ("" if input_required else "; default: the fold's validation cases"))
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0)")
+    p.add_argument("-tr", default="nnUNetTrainer", help="trainer")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch "
+                                                               "(default: 0.5, as nnUNetv2_predict)")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
+
+
 def _cmd_predict(args) -> int:
     from nnunet_multimodal.inference.missing import PredictionInterrupted
 
@@ -160,6 +262,19 @@ def _cmd_predict(args) -> int:
         print(f"{case}: {', '.join(modalities)}")
     print(f"wrote {len(used)} case(s) to {args.o} (modalities per case: modalities_used.json)")
     return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="nnUNetv2_predict's common flags, plus --missing and absent files")
+    _add_model_arguments(p, input_required=True)
+    p.add_argument("-o", required=True, help="output folder")
+    p.add_argument("--missing", action="append", default=[], metavar="A[,B]",
+                   help="modalities to treat as missing, by dataset.json channel name (repeatable)")
+    p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files in -o of this run's names that no earlier nnunet-mm predict wrote "
+                        "(refused otherwise)")
+    p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_evaluate_missing(args) -> int:
@@ -211,6 +326,17 @@ def _evaluate_missing(args) -> int:
     return 0
 
 
+def _add_evaluate_missing(sub) -> None:
+    p = sub.add_parser("evaluate-missing", help="Dice for every non-empty subset of modalities")
+    _add_model_arguments(p, input_required=False)
+    p.add_argument("-ref", help="reference segmentations of the input cases (with -i; default: nnU-Net's "
+                                "gt_segmentations of the fold's validation cases)")
+    p.add_argument("-o", required=True, help="output folder (predictions per subset, table, heatmap)")
+    p.add_argument("-djfile", help="dataset.json for labels/regions (default: the model's)")
+    p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet")
+    p.set_defaults(func=_cmd_evaluate_missing)
+
+
 def _cmd_mkd_prepare(args) -> int:
     from nnunet_multimodal.data.mkd_assistant import prepare_assistant
 
@@ -218,6 +344,19 @@ def _cmd_mkd_prepare(args) -> int:
     print(f"wrote {plans_file}\ntrain with: nnUNetv2_train {args.d} {args.c[0]} FOLD -tr nnUNetTrainerMKD "
           f"-p {plans_file.stem}")
     return 0
+
+
+def _add_mkd_prepare(sub) -> None:
+    p = sub.add_parser("mkd-prepare", help="MKD: preprocess an assistant dataset with the target's plans")
+    p.add_argument("-d", required=True, help="target dataset name or id")
+    p.add_argument("-a", required=True, help="assistant dataset name or id (same labels and channel count)")
+    p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default: nnUNetPlans)")
+    p.add_argument("-c", nargs="+", default=["2d"], help="configurations (default: 2d)")
+    p.add_argument("-ap", default="nnUNetPlans",
+                   help="the assistant's own plans, source of its normalisation (default: nnUNetPlans)")
+    p.add_argument("-o", help="new plans identifier (default: <plans>_mkd_<assistant dataset name>)")
+    p.add_argument("-np", type=int, default=1, help="preprocessing processes (default: 1)")
+    p.set_defaults(func=_cmd_mkd_prepare)
 
 
 def _cmd_benchmark_accuracy(args) -> int:
@@ -232,125 +371,7 @@ def _cmd_benchmark_speed(args) -> int:
     return run_speed_benchmark(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnunet-mm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("env", help="print the nnUNet_extTrainer export line and unset nnU-Net folders")
-    p.set_defaults(func=_cmd_env)
-
-    p = sub.add_parser("verify", help="check a raw dataset: channels, geometry, NaN/Inf, label values")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("-d", help="dataset name or id (looked up in nnUNet_raw)")
-    group.add_argument("--folder", help="a raw dataset folder (instead of -d)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=_cmd_verify)
-
-    p = sub.add_parser("plans", help="derive plans (tiny CPU variant, method knobs) from nnU-Net's plans")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-c", nargs="+", default=["2d"], help="configurations to change (default: 2d)")
-    p.add_argument("-p", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
-    p.add_argument("-o", help="new plans identifier (default: <source>_mmtiny with --tiny, else <source>_mm)")
-    p.add_argument("--tiny", action="store_true", help="small patch, 4 stages of 16-128 features, small batch")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KNOB=VALUE",
-                   help="method knob stored under configurations[c]['multimodal'][SECTION] (JSON value)")
-    p.add_argument("--force", action="store_true",
-                   help="replace existing plans of this name with other settings (models trained with them no longer "
-                        "match)")
-    p.set_defaults(func=_cmd_plans)
-
-    p = sub.add_parser("demo", help="phantom dataset -> plan -> train method and baseline -> predict -> compare")
-    p.add_argument("--root", default="nnunet_mm_demo", help="working folder (default: ./nnunet_mm_demo)")
-    p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
-    p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("convert", help="challenge data -> nnU-Net raw dataset, resampled and verified")
-    p.add_argument("format", choices=["brats", "brats2023", "msd", "picai", "isles22", "mmwhs"],
-                   help="source layout (see docs/data/)")
-    p.add_argument("source", help="the source folder (BraTS case folders' parent, MSD TaskXX_Name, ISLES'22 BIDS "
-                                  "root, PI-CAI folder with images/ and annotations/, MM-WHS folder with ct_train/ "
-                                  "and mr_train/)")
-    p.add_argument("-d", type=int, required=True,
-                   help="dataset id to write in nnUNet_raw (mmwhs: CT gets it, MR the next one)")
-    p.add_argument("--name", help="dataset name (default: from the format; msd keeps the task's name)")
-    p.add_argument("--skip-bad", action="store_true", help="skip cases that fail and report them")
-    p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, volumes, lesion-wise metrics per case and label/region")
-    p.add_argument("-ref", required=True, help="folder with the reference segmentations")
-    p.add_argument("-pred", required=True, help="folder with the predictions (same file names)")
-    p.add_argument("-djfile", help="dataset.json: labels, regions, ignore label and file ending")
-    p.add_argument("-l", nargs="+", type=int, help="labels to evaluate (without -djfile)")
-    p.add_argument("--file-ending", default=".nii.gz", help="file ending without -djfile (default: .nii.gz)")
-    p.add_argument("-o", help="output folder (default: the prediction folder)")
-    p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet",
-                   help="empty masks: nnunet = Dice NaN when both are empty, HD95 NaN when either is (means skip "
-                        "NaN); brats = Dice 1/HD95 0 when both are empty, HD95 374 when one is")
-    p.add_argument("--lesion-wise", action="store_true", help="add BraTS 2023-style lesion-wise Dice and HD95")
-    p.add_argument("--lesion-dilation", type=int, default=0,
-                   help="dilation iterations grouping reference lesions and matching predictions (BraTS glioma: 3)")
-    p.add_argument("--lesion-min-volume", type=float, default=0,
-                   help="reference lesions of at most this volume (mm³) are left out (BraTS 2023 glioma: 50)")
-    p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
-    p.set_defaults(func=_cmd_evaluate)
-
-    for command, description in (("predict", "nnUNetv2_predict's common flags, plus --missing and absent files"),
-                                 ("evaluate-missing", "Dice for every non-empty subset of modalities")):
-        p = sub.add_parser(command, help=description)
-        p.add_argument("-i", required=command == "predict",
-                       help="input folder (CASE_XXXX files; absent channel files are missing)"
-                       + ("" if command == "predict" else "; default: the fold's validation cases"))
-        p.add_argument("-d", required=True, help="dataset name or id")
-        p.add_argument("-c", required=True, help="configuration")
-        p.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0)")
-        p.add_argument("-tr", default="nnUNetTrainer", help="trainer")
-        p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
-        p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
-        p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
-        p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch "
-                                                                   "(default: 0.5, as nnUNetv2_predict)")
-        p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
-        if command == "predict":
-            p.add_argument("-o", required=True, help="output folder")
-            p.add_argument("--missing", action="append", default=[], metavar="A[,B]",
-                           help="modalities to treat as missing, by dataset.json channel name (repeatable)")
-            p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
-            p.add_argument("--overwrite", action="store_true",
-                           help="replace files in -o of this run's names that no earlier nnunet-mm predict wrote "
-                                "(refused otherwise)")
-            p.set_defaults(func=_cmd_predict)
-        else:
-            p.add_argument("-ref", help="reference segmentations of the input cases (with -i; default: nnU-Net's "
-                                        "gt_segmentations of the fold's validation cases)")
-            p.add_argument("-o", required=True, help="output folder (predictions per subset, table, heatmap)")
-            p.add_argument("-djfile", help="dataset.json for labels/regions (default: the model's)")
-            p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet")
-            p.set_defaults(func=_cmd_evaluate_missing)
-
-    p = sub.add_parser("attention-maps", help="CMSAD: each modality's attention maps per encoder stage for a case")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-c", required=True, help="configuration")
-    p.add_argument("-f", default="0", help="fold (default: 0)")
-    p.add_argument("-tr", default="nnUNetTrainerCMSAD", help="trainer (default: nnUNetTrainerCMSAD)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
-    p.add_argument("-i", nargs="+", required=True, help="the case's image files, one per modality, in channel order")
-    p.add_argument("-o", required=True, help="output PNG")
-    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
-    p.set_defaults(func=_cmd_attention_maps)
-
-    p = sub.add_parser("mkd-prepare", help="MKD: preprocess an assistant dataset with the target's plans")
-    p.add_argument("-d", required=True, help="target dataset name or id")
-    p.add_argument("-a", required=True, help="assistant dataset name or id (same labels and channel count)")
-    p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default: nnUNetPlans)")
-    p.add_argument("-c", nargs="+", default=["2d"], help="configurations (default: 2d)")
-    p.add_argument("-ap", default="nnUNetPlans",
-                   help="the assistant's own plans, source of its normalisation (default: nnUNetPlans)")
-    p.add_argument("-o", help="new plans identifier (default: <plans>_mkd_<assistant dataset name>)")
-    p.add_argument("-np", type=int, default=1, help="preprocessing processes (default: 1)")
-    p.set_defaults(func=_cmd_mkd_prepare)
-
+def _add_benchmark(sub) -> None:
     p = sub.add_parser("benchmark", help="benchmarks")
     bench = p.add_subparsers(dest="benchmark", required=True)
     p = bench.add_parser("speed", help="step time, inference time and peak memory as ratios to nnUNetTrainer")
@@ -386,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="section name in the page (default: <dataset>_<configuration>)")
     p.set_defaults(func=_cmd_benchmark_accuracy)
 
+
+def _add_submission(sub) -> None:
     from nnunet_multimodal.data.convert.layouts import LAYOUTS
     from nnunet_multimodal.submission.build import build_command
 
@@ -407,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-pp_pkl_file", help="postprocessing.pkl, with -tr (default: none)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
     p.set_defaults(func=build_command)
+
+
+COMMANDS = (_add_env, _add_verify, _add_plans, _add_demo, _add_convert, _add_evaluate, _add_predict,
+            _add_evaluate_missing, _add_attention_maps, _add_mkd_prepare, _add_benchmark, _add_submission)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-mm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 
