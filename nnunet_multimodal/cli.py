@@ -82,7 +82,8 @@ def _cmd_demo(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="phantom dataset -> plan -> train method and baseline -> predict -> compare")
     p.add_argument("--root", default="nnunet_mm_demo", help="working folder (default: ./nnunet_mm_demo)")
-    p.add_argument("--quick", action="store_true", help="a 2-epoch run for CI (a few minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="2 epochs x 5 iterations (the _2x5it_NoMirroring variants), for CI (a few minutes)")
     p.add_argument("--dataset-id", type=int, default=990, help="id of the phantom dataset (default: 990)")
     p.set_defaults(func=_cmd_demo)
 
@@ -393,7 +394,8 @@ def _add_benchmark(sub) -> None:
     p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="2d", help="configuration (default: 2d)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
-    p.add_argument("-tr", nargs="+", required=True, help="trainers to compare (same schedule, e.g. the _demo variants)")
+    p.add_argument("-tr", nargs="+", required=True,
+                   help="trainers to compare (same schedule, e.g. the _20x25it_NoMirroring variants)")
     p.add_argument("-f", default="0", help="fold (default: 0)")
     p.add_argument("-i", help="held-out images (default: the raw dataset's imagesTs)")
     p.add_argument("-ref", help="their labels (default: the raw dataset's labelsTs)")

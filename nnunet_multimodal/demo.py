@@ -23,8 +23,9 @@ DEMO_CONFIGURATION = "2d"
 DEMO_PLANS = "nnUNetPlans_mmtiny"
 DEMO_FOLD = "0"
 DEMO_TRAINERS = {
-    "CMSAD": {"full": "nnUNetTrainerCMSAD_demo", "quick": "nnUNetTrainerCMSAD_2epochs"},
-    "nnU-Net baseline": {"full": "nnUNetTrainerMMPlain_demo", "quick": "nnUNetTrainerMMPlain_2epochs"},
+    "CMSAD": {"full": "nnUNetTrainerCMSAD_20x25it_NoMirroring", "quick": "nnUNetTrainerCMSAD_2x5it_NoMirroring"},
+    "nnU-Net baseline": {"full": "nnUNetTrainerMMPlain_20x25it_NoMirroring",
+                         "quick": "nnUNetTrainerMMPlain_2x5it_NoMirroring"},
 }
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation Dice", "done with", "Training done")
 

@@ -108,7 +108,7 @@ def pytest_report_header(config):
     return f"nnunet-multimodal tests; shared data: {SHARED if SHARED.is_dir() else 'absent'}; cpus: {os.cpu_count()}"
 
 
-BASE_TRAINER = "nnUNetTrainerMultiModalBase_2epochs"
+BASE_TRAINER = "nnUNetTrainerMultiModalBase_2x5it_NoMirroring"
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +119,8 @@ def trained_base_model(workspace, phantom_dataset) -> Path:
     return workspace.results / phantom_dataset.name / f"{BASE_TRAINER}__{TINY_PLANS}__2d" / "fold_0"
 
 
-CMSAD_TRAINER = "nnUNetTrainerCMSAD_2epochs"
-PLAIN_TRAINER = "nnUNetTrainerMMPlain_2epochs"
+CMSAD_TRAINER = "nnUNetTrainerCMSAD_2x5it_NoMirroring"
+PLAIN_TRAINER = "nnUNetTrainerMMPlain_2x5it_NoMirroring"
 
 
 def train_fold0(workspace, dataset_folder: Path, trainer: str, *extra) -> Path:
@@ -131,7 +131,7 @@ def train_fold0(workspace, dataset_folder: Path, trainer: str, *extra) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_cmsad_model(workspace, phantom_dataset) -> Path:
-    """nnUNetTrainerCMSAD_2epochs on the phantom, fold 0, validation probabilities kept (--npz)."""
+    """nnUNetTrainerCMSAD_2x5it_NoMirroring on the phantom, fold 0, validation probabilities kept (--npz)."""
     return train_fold0(workspace, phantom_dataset, CMSAD_TRAINER, "--npz")
 
 
@@ -141,18 +141,18 @@ def trained_plain_model(workspace, phantom_dataset) -> Path:
     return train_fold0(workspace, phantom_dataset, PLAIN_TRAINER, "--npz")
 
 
-MAML_TRAINER = "nnUNetTrainerMAML_2epochs"
+MAML_TRAINER = "nnUNetTrainerMAML_2x5it_NoMirroring"
 
 
 @pytest.fixture(scope="session")
 def trained_maml_model(workspace, phantom_dataset) -> Path:
-    """nnUNetTrainerMAML_2epochs (modality dropout on) on the phantom, fold 0."""
+    """nnUNetTrainerMAML_2x5it_NoMirroring (modality dropout on) on the phantom, fold 0."""
     return train_fold0(workspace, phantom_dataset, MAML_TRAINER)
 
 
 MKD_ASSISTANT_ID = 904
 MKD_PLANS = f"{TINY_PLANS}_mkd_Dataset{MKD_ASSISTANT_ID}_TestPhantomAssistant"
-MKD_TRAINER = "nnUNetTrainerMKD_2epochs"
+MKD_TRAINER = "nnUNetTrainerMKD_2x5it_NoMirroring"
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +176,7 @@ def mkd_assistant(workspace, phantom_dataset) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_mkd_model(workspace, phantom_dataset, mkd_assistant) -> Path:
-    """nnUNetTrainerMKD_2epochs on the phantom with its assistant, fold 0."""
+    """nnUNetTrainerMKD_2x5it_NoMirroring on the phantom with its assistant, fold 0."""
     run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MKD_TRAINER, "-p", MKD_PLANS, "-device", "cpu"],
              workspace.env)
     return workspace.results / phantom_dataset.name / f"{MKD_TRAINER}__{MKD_PLANS}__2d" / "fold_0"

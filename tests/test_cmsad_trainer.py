@@ -78,7 +78,7 @@ def test_region_dataset(workspace):
 
 
 def test_mean_foreground_dice_after_the_demo_budget(workspace, phantom_dataset):
-    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerCMSAD_demo")
+    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerCMSAD_20x25it_NoMirroring")
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert summary["foreground_mean"]["Dice"] >= 0.5
 
@@ -90,7 +90,7 @@ def test_validation_only_from_the_best_checkpoint(workspace, trained_cmsad_model
 
 
 def test_cmsad_with_modality_dropout_through_console_scripts(workspace, phantom_dataset, tmp_path):
-    trainer = "nnUNetTrainerCMSAD_modalityDropout_2epochs"
+    trainer = "nnUNetTrainerCMSAD_modalityDropout_2x5it_NoMirroring"
     fold = train_fold0(workspace, phantom_dataset, trainer)
     checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
     assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25

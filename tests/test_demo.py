@@ -14,8 +14,8 @@ def test_quick_demo_end_to_end(tmp_path):
         assert step in out
     results = json.loads((root / "results.json").read_text())
     assert results["synthetic"] is True
-    assert [r["trainer"] for r in results["rows"]] == ["nnUNetTrainerCMSAD_2epochs",
-                                                       "nnUNetTrainerMMPlain_2epochs"]
+    assert [r["trainer"] for r in results["rows"]] == ["nnUNetTrainerCMSAD_2x5it_NoMirroring",
+                                                       "nnUNetTrainerMMPlain_2x5it_NoMirroring"]
     for row in results["rows"]:
         assert set(row["dice"]) == {"organ", "lesion", "cyst"}
         assert 0.0 <= row["mean_dice"] <= 1.0

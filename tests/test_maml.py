@@ -202,7 +202,7 @@ def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_m
     assert logs["weight_mutual"] == [0.0, 0.0] and logs["loss_mutual"] == [0.0, 0.0]
     assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
     run_tool(["nnUNetv2_predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID, "-c", "2d",
-              "-f", "0", "-tr", "nnUNetTrainerMAML_2epochs", "-p", TINY_PLANS, "-device", "cpu", "-npp", "1",
+              "-f", "0", "-tr", "nnUNetTrainerMAML_2x5it_NoMirroring", "-p", TINY_PLANS, "-device", "cpu", "-npp", "1",
               "-nps", "1", "--disable_progress_bar"], workspace.env)
     assert len(list(tmp_path.glob("*.nii.gz"))) == 2
 
@@ -210,12 +210,12 @@ def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_m
 def test_modality_dropout_baseline_through_console_scripts(workspace, phantom_dataset, tmp_path):
     from conftest import train_fold0
 
-    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerModalityDropout_2epochs")
+    fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerModalityDropout_2x5it_NoMirroring")
     checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
     assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
     result = run_tool(["nnunet-mm", "predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID,
-                       "-c", "2d", "-tr", "nnUNetTrainerModalityDropout_2epochs", "-p", TINY_PLANS, "--missing", "T1"],
-                      workspace.env)
+                       "-c", "2d", "-tr", "nnUNetTrainerModalityDropout_2x5it_NoMirroring", "-p", TINY_PLANS,
+                       "--missing", "T1"], workspace.env)
     assert "not trained for missing modalities" not in result.stderr  # its checkpoint says: modality dropout
     assert len(list(tmp_path.glob("*.nii.gz"))) == 2
 

@@ -29,7 +29,7 @@ from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, Ima
 from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
-    nnUNetTrainerMKD_2epochs,
+    nnUNetTrainerMKD_2x5it_NoMirroring,
     nnUNetTrainerMKD_kdTemperature2,
     nnUNetTrainerMKD_T2,
 )
@@ -235,7 +235,7 @@ def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
     assert (trained_mkd_model / "progress_loss_terms.png").exists()
 
 
-def _in_process_trainer(model_folder, fold: int, trainer_class=nnUNetTrainerMKD_2epochs):
+def _in_process_trainer(model_folder, fold: int, trainer_class=nnUNetTrainerMKD_2x5it_NoMirroring):
     plans = json.loads((model_folder.parent / "plans.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((model_folder.parent / "dataset.json").read_text())

@@ -38,7 +38,7 @@ def test_installed_wheel_is_discoverable(wheel, tmp_path):
     folder = target / "nnunet_multimodal" / "trainers"
     code = ("from nnunet_multimodal.environment import trainers_folder; print(trainers_folder()); "
             "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
-            "print(find('nnUNetTrainerMultiModalBase_2epochs').__module__)")
+            "print(find('nnUNetTrainerMultiModalBase_2x5it_NoMirroring').__module__)")
     env = {"PYTHONPATH": str(target), "PATH": str(BIN), "nnUNet_extTrainer": str(folder)}
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True,
                          cwd=tmp_path).stdout.strip().splitlines()

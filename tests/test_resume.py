@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
-SAM_TRAINER = "nnUNetTrainerSAMAdapter_tiny_2epochs"
-DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2epochs"
+SAM_TRAINER = "nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring"
+DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2x5it_NoMirroring"
 
 
 @pytest.mark.parametrize("trainer, plans, extra_term", [(CMSAD_TRAINER, TINY_PLANS, "distill"),

@@ -19,7 +19,7 @@ from nnunet_multimodal.networks.sam_checkpoint import SAM_CHECKPOINT_ENV, SAMChe
 
 DATASET = 948
 SAM_PLANS = "nnUNetPlans_mmsam"
-TRAINER = "nnUNetTrainerSAMAdapter_tiny_2epochs"
+TRAINER = "nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring"
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +85,13 @@ def make_trainer(cls, preprocessed_folder, configuration="2d"):
 
 
 def test_training_without_a_sam_file_stops_with_the_fix(workspace, sam_region_dataset, nnunet_paths, monkeypatch):
-    from nnunet_multimodal.training.sam_adapter import nnUNetTrainerSAMAdapter_tiny_2epochs
+    from nnunet_multimodal.training.sam_adapter import nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring
 
     monkeypatch.delenv(SAM_CHECKPOINT_ENV, raising=False)
     folder = workspace.preprocessed / sam_region_dataset.name
     with pytest.raises(ValueError, match="segments 2D patches.*'2d' configuration"):
-        make_trainer(nnUNetTrainerSAMAdapter_tiny_2epochs, folder, "3d_fullres")
-    trainer = make_trainer(nnUNetTrainerSAMAdapter_tiny_2epochs, folder)
+        make_trainer(nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring, folder, "3d_fullres")
+    trainer = make_trainer(nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring, folder)
     with pytest.raises(SAMCheckpointError, match=f"No SAM checkpoint given for the tiny.*{SAM_CHECKPOINT_ENV}"):
         trainer.on_train_start()
     assert trainer.dataloader_train is None  # stopped before nnU-Net started its data loaders

@@ -24,7 +24,7 @@ from nnunet_multimodal.submission.runner import CaseError, InputCase, check_chan
 
 needs_shared = pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is absent (users' clones)")
 BRATS_ID = 912
-DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2epochs"
+DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2x5it_NoMirroring"
 
 
 def array(path) -> np.ndarray:

@@ -3,6 +3,8 @@
 from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD,
     nnUNetTrainerMKD_2epochs,
+    nnUNetTrainerMKD_2x5it_NoMirroring,
+    nnUNetTrainerMKD_20x25it_NoMirroring,
     nnUNetTrainerMKD_demo,
     nnUNetTrainerMKD_kdTemperature2,
     nnUNetTrainerMKD_noIAM,
@@ -10,5 +12,7 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD_T2,
 )
 
-__all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_noIAM",
-           "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_kdTemperature2", "nnUNetTrainerMKD_T2"]
+__all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2x5it_NoMirroring", "nnUNetTrainerMKD_20x25it_NoMirroring",
+           "nnUNetTrainerMKD_noIAM", "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_kdTemperature2",
+           # former names
+           "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_T2"]

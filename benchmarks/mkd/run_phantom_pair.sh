@@ -21,7 +21,7 @@ write_dataset('$R/raw', 942, 'MRAssistant', PhantomSpec(shape=(96, 96), modaliti
   nnunet-mm mkd-prepare -d 941 -a 942 -p $P -c 2d >> "$R/prep.log"
 fi
 export nnUNet_n_proc_DA=0
-for T in "${@:-nnUNetTrainerMMPlain_demo nnUNetTrainerMKD_demo MKDPair_T2 MKDPair_noKD MKDPair_T2kd01 MKDPair_T1kd01}"; do
+for T in "${@:-nnUNetTrainerMMPlain_20x25it_NoMirroring nnUNetTrainerMKD_20x25it_NoMirroring MKDPair_T2 MKDPair_noKD MKDPair_T2kd01 MKDPair_T1kd01}"; do
   for t in $T; do
     nnUNetv2_train 941 2d 0 -tr $t -p $PL -device cpu > "$R/train_$t.log" 2>&1
     nnUNetv2_predict -i "$TARGET/imagesTs" -o "$R/pred_$t" -d 941 -c 2d -f 0 -tr $t -p $PL -device cpu -npp 1 -nps 1 \

@@ -39,7 +39,7 @@ def check_same_budget(rows: list[dict]) -> None:
     iterations = {row["trainer"]: row["budget"]["iterations"] for row in rows}
     if len(set(iterations.values())) > 1:
         raise ValueError(f"the trainers ran different iteration budgets {iterations}; compare trainers with the same "
-                         f"schedule (e.g. all _demo variants) or pass --allow-different-budgets")
+                         f"schedule (e.g. all _20x25it_NoMirroring variants) or pass --allow-different-budgets")
 
 
 def key_names(labels: dict) -> dict[str, str]:

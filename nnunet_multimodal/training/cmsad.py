@@ -8,8 +8,9 @@ from nnunet_multimodal.losses.attention_distillation import CrossModalAttentionD
 from nnunet_multimodal.networks.cmsad import DEFAULT_KNOBS, CMSADNet
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+from nnunet_multimodal.training.deprecated_names import deprecated_alias
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.schedules import DemoSchedule, LongSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import NoMirroring, Schedule2x5it, Schedule20x25it, Schedule80x25it
 
 
 class nnUNetTrainerCMSAD(nnUNetTrainerMultiModalBase):
@@ -71,22 +72,34 @@ class nnUNetTrainerCMSAD_modalityDropout(nnUNetTrainerCMSAD):
     modality_dropout_p = 0.25
 
 
-class nnUNetTrainerCMSAD_2epochs(TwoEpochs, nnUNetTrainerCMSAD):
+class nnUNetTrainerCMSAD_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerCMSAD):
     # distillation from the first epoch so that short runs exercise it
     extra_loss_terms = (LossTerm("distill", weight=0.1),)
 
 
-class nnUNetTrainerCMSAD_demo(DemoSchedule, nnUNetTrainerCMSAD):
+class nnUNetTrainerCMSAD_20x25it_NoMirroring(Schedule20x25it, NoMirroring, nnUNetTrainerCMSAD):
     pass
 
 
-class nnUNetTrainerCMSAD_long(LongSchedule, nnUNetTrainerCMSAD):
+class nnUNetTrainerCMSAD_80x25it_NoMirroring(Schedule80x25it, NoMirroring, nnUNetTrainerCMSAD):
     pass
 
 
-class nnUNetTrainerCMSAD_modalityDropout_2epochs(nnUNetTrainerCMSAD_2epochs):
-    modality_dropout_p = nnUNetTrainerCMSAD_modalityDropout.modality_dropout_p
+class nnUNetTrainerCMSAD_modalityDropout_2x5it_NoMirroring(Schedule2x5it, NoMirroring,
+                                                           nnUNetTrainerCMSAD_modalityDropout):
+    extra_loss_terms = nnUNetTrainerCMSAD_2x5it_NoMirroring.extra_loss_terms
 
 
-class nnUNetTrainerCMSAD_modalityDropout_demo(DemoSchedule, nnUNetTrainerCMSAD_modalityDropout):
+class nnUNetTrainerCMSAD_modalityDropout_20x25it_NoMirroring(Schedule20x25it, NoMirroring,
+                                                             nnUNetTrainerCMSAD_modalityDropout):
     pass
+
+
+# former names (see deprecated_names.py)
+nnUNetTrainerCMSAD_2epochs = deprecated_alias("nnUNetTrainerCMSAD_2epochs", nnUNetTrainerCMSAD_2x5it_NoMirroring)
+nnUNetTrainerCMSAD_demo = deprecated_alias("nnUNetTrainerCMSAD_demo", nnUNetTrainerCMSAD_20x25it_NoMirroring)
+nnUNetTrainerCMSAD_long = deprecated_alias("nnUNetTrainerCMSAD_long", nnUNetTrainerCMSAD_80x25it_NoMirroring)
+nnUNetTrainerCMSAD_modalityDropout_2epochs = deprecated_alias("nnUNetTrainerCMSAD_modalityDropout_2epochs",
+                                                              nnUNetTrainerCMSAD_modalityDropout_2x5it_NoMirroring)
+nnUNetTrainerCMSAD_modalityDropout_demo = deprecated_alias("nnUNetTrainerCMSAD_modalityDropout_demo",
+                                                           nnUNetTrainerCMSAD_modalityDropout_20x25it_NoMirroring)

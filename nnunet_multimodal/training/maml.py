@@ -9,8 +9,9 @@ from nnunet_multimodal.losses.mutual_learning import MutualLearningKL
 from nnunet_multimodal.networks.maml import DEFAULT_KNOBS, MAMLNet
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
+from nnunet_multimodal.training.deprecated_names import deprecated_alias
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.schedules import DemoSchedule, LongSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import NoMirroring, Schedule2x5it, Schedule20x25it, Schedule80x25it
 
 
 class nnUNetTrainerModalityDropout(nnUNetTrainerMultiModalBase):
@@ -80,25 +81,37 @@ class nnUNetTrainerMAML_KL(nnUNetTrainerMAML):
     extra_loss_terms = (LossTerm("branches", weight=1.0), LossTerm("mutual", weight=1.0))
 
 
-class nnUNetTrainerMAML_2epochs(TwoEpochs, nnUNetTrainerMAML):
+class nnUNetTrainerMAML_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerMAML):
     pass
 
 
-class nnUNetTrainerMAML_demo(DemoSchedule, nnUNetTrainerMAML):
+class nnUNetTrainerMAML_20x25it_NoMirroring(Schedule20x25it, NoMirroring, nnUNetTrainerMAML):
     pass
 
 
-class nnUNetTrainerMAML_long(LongSchedule, nnUNetTrainerMAML):
+class nnUNetTrainerMAML_80x25it_NoMirroring(Schedule80x25it, NoMirroring, nnUNetTrainerMAML):
     pass
 
 
-class nnUNetTrainerModalityDropout_2epochs(TwoEpochs, nnUNetTrainerModalityDropout):
+class nnUNetTrainerModalityDropout_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerModalityDropout):
     pass
 
 
-class nnUNetTrainerModalityDropout_demo(DemoSchedule, nnUNetTrainerModalityDropout):
+class nnUNetTrainerModalityDropout_20x25it_NoMirroring(Schedule20x25it, NoMirroring, nnUNetTrainerModalityDropout):
     pass
 
 
-class nnUNetTrainerModalityDropout_long(LongSchedule, nnUNetTrainerModalityDropout):
+class nnUNetTrainerModalityDropout_80x25it_NoMirroring(Schedule80x25it, NoMirroring, nnUNetTrainerModalityDropout):
     pass
+
+
+# former names (see deprecated_names.py)
+nnUNetTrainerMAML_2epochs = deprecated_alias("nnUNetTrainerMAML_2epochs", nnUNetTrainerMAML_2x5it_NoMirroring)
+nnUNetTrainerMAML_demo = deprecated_alias("nnUNetTrainerMAML_demo", nnUNetTrainerMAML_20x25it_NoMirroring)
+nnUNetTrainerMAML_long = deprecated_alias("nnUNetTrainerMAML_long", nnUNetTrainerMAML_80x25it_NoMirroring)
+nnUNetTrainerModalityDropout_2epochs = deprecated_alias(
+    "nnUNetTrainerModalityDropout_2epochs", nnUNetTrainerModalityDropout_2x5it_NoMirroring)
+nnUNetTrainerModalityDropout_demo = deprecated_alias(
+    "nnUNetTrainerModalityDropout_demo", nnUNetTrainerModalityDropout_20x25it_NoMirroring)
+nnUNetTrainerModalityDropout_long = deprecated_alias(
+    "nnUNetTrainerModalityDropout_long", nnUNetTrainerModalityDropout_80x25it_NoMirroring)

@@ -13,8 +13,6 @@ logits on target images.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
@@ -36,10 +34,11 @@ from nnunet_multimodal.losses.mutual_learning import MutualDistillation
 from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet, check_knobs
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
+from nnunet_multimodal.training.deprecated_names import deprecated_alias
 from nnunet_multimodal.training.loss_terms import LossTerm
 from nnunet_multimodal.training.mkd_assistant_loader import assistant_training_loader
 from nnunet_multimodal.training.plotting import plot_alignment
-from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+from nnunet_multimodal.training.schedules import NoMirroring, Schedule2x5it, Schedule20x25it
 
 ALIGNMENT_KEYS = ("alignment_distance", "alignment_distance_unaligned")
 IAM_TERMS = ("adversarial", "cycle", "discriminator")
@@ -268,21 +267,17 @@ class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
     kd_temperature = 2.0
 
 
-class nnUNetTrainerMKD_T2(nnUNetTrainerMKD_kdTemperature2):
-    """Deprecated name of nnUNetTrainerMKD_kdTemperature2 ("T2" reads as the MRI modality); kept so that models
-    trained under it still predict and resume."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        warnings.warn("nnUNetTrainerMKD_T2 is renamed nnUNetTrainerMKD_kdTemperature2 (distillation temperature 2); "
-                      "the old name will be removed", FutureWarning, stacklevel=2)
-        super().__init__(plans, configuration, fold, dataset_json, device)
-
-
-class nnUNetTrainerMKD_2epochs(TwoEpochs, nnUNetTrainerMKD):
+class nnUNetTrainerMKD_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerMKD):
     # a faster IAM so that ten iterations visibly move the aligned images
     iam_learning_rate = 1e-3
 
 
-class nnUNetTrainerMKD_demo(DemoSchedule, nnUNetTrainerMKD):
+class nnUNetTrainerMKD_20x25it_NoMirroring(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
     pass
+
+
+# former names (see deprecated_names.py)
+nnUNetTrainerMKD_T2 = deprecated_alias("nnUNetTrainerMKD_T2", nnUNetTrainerMKD_kdTemperature2,
+                                       "distillation temperature 2; \"T2\" reads as the MRI modality")
+nnUNetTrainerMKD_2epochs = deprecated_alias("nnUNetTrainerMKD_2epochs", nnUNetTrainerMKD_2x5it_NoMirroring)
+nnUNetTrainerMKD_demo = deprecated_alias("nnUNetTrainerMKD_demo", nnUNetTrainerMKD_20x25it_NoMirroring)

@@ -9,7 +9,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_multimodal.networks.sam_config import DEFAULT_KNOBS, check_knobs
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase, unwrap_network
-from nnunet_multimodal.training.schedules import DemoSchedule, TwoEpochs
+from nnunet_multimodal.training.deprecated_names import deprecated_alias
+from nnunet_multimodal.training.schedules import NoMirroring, Schedule2x5it, Schedule20x25it
 
 
 class nnUNetTrainerSAMAdapter(nnUNetTrainerMultiModalBase):
@@ -96,7 +97,7 @@ class nnUNetTrainerSAMAdapter(nnUNetTrainerMultiModalBase):
         """The network has one output (no deep-supervision heads): nothing to switch."""
 
 
-class nnUNetTrainerSAMAdapter_2epochs(TwoEpochs, nnUNetTrainerSAMAdapter):
+class nnUNetTrainerSAMAdapter_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerSAMAdapter):
     pass
 
 
@@ -107,11 +108,12 @@ class nnUNetTrainerSAMAdapter_tiny(nnUNetTrainerSAMAdapter):
     default_knobs = {**DEFAULT_KNOBS, "variant": "tiny", "pretrained": False, "input_size": 128}
 
 
-class nnUNetTrainerSAMAdapter_tiny_2epochs(TwoEpochs, nnUNetTrainerSAMAdapter_tiny):
+class nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerSAMAdapter_tiny):
     pass
 
 
-class nnUNetTrainerSAMAdapter_tiny_demo(DemoSchedule, nnUNetTrainerSAMAdapter_tiny):
+class nnUNetTrainerSAMAdapter_tiny_20x25it_NoMirroring(Schedule20x25it, NoMirroring,
+                                                       nnUNetTrainerSAMAdapter_tiny):
     pass
 
 
@@ -120,3 +122,11 @@ class nnUNetTrainerSAMAdapter_randomInit(nnUNetTrainerSAMAdapter):
 
     default_knobs = {**DEFAULT_KNOBS, "pretrained": False}
 
+
+# former names (see deprecated_names.py)
+nnUNetTrainerSAMAdapter_2epochs = deprecated_alias("nnUNetTrainerSAMAdapter_2epochs",
+                                                   nnUNetTrainerSAMAdapter_2x5it_NoMirroring)
+nnUNetTrainerSAMAdapter_tiny_2epochs = deprecated_alias("nnUNetTrainerSAMAdapter_tiny_2epochs",
+                                                        nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring)
+nnUNetTrainerSAMAdapter_tiny_demo = deprecated_alias("nnUNetTrainerSAMAdapter_tiny_demo",
+                                                     nnUNetTrainerSAMAdapter_tiny_20x25it_NoMirroring)
