@@ -3,7 +3,7 @@ find_unused_parameters, with modality dropout, and their gradients are synchroni
 
 import os
 import socket
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import pytest
 import torch
@@ -79,6 +79,8 @@ def _mkd_worker(rank: int, world_size: int, port: int, result_folder: str):
     trainer = SimpleNamespace(
         extra_optimizers={name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in modules.items()},
         extra_modules={name: torch.nn.parallel.DistributedDataParallel(m) for name, m in modules.items()})
+    for step in ("generator_forward", "discriminator_step"):
+        setattr(trainer, step, MethodType(getattr(nnUNetTrainerMKD, step), trainer))
     weights = {"adversarial": 1.0, "cycle": 10.0, "discriminator": 1.0}
     generator = torch.Generator().manual_seed(100 + rank)
     for _ in range(3):

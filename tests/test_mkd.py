@@ -26,6 +26,7 @@ from nnunet_multimodal.losses.image_alignment import (
 )
 from nnunet_multimodal.losses.mutual_learning import MutualDistillation, prediction_kl
 from nnunet_multimodal.networks.mkd import DEFAULT_KNOBS, DiscriminatorPair, ImageAlignmentModule, MKDNet
+from nnunet_multimodal.training.base import unwrap_network
 from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
@@ -324,3 +325,47 @@ def test_the_old_temperature_trainer_name_warns_and_trains_as_the_new_one(traine
     with pytest.warns(FutureWarning, match="renamed nnUNetTrainerMKD_kdTemperature2"):
         trainer = _in_process_trainer(trained_mkd_model, 1, nnUNetTrainerMKD_T2)
     assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2) and trainer.kd_temperature == 2.0
+
+
+def test_scale_gradient_keeps_the_value():
+    from nnunet_multimodal.training.mkd import scale_gradient
+
+    x = torch.tensor([1.5, -2.0], requires_grad=True)
+    torch.testing.assert_close(scale_gradient(x, 0.25), x)
+
+
+def test_scale_gradient_scales_the_gradient():
+    from nnunet_multimodal.training.mkd import scale_gradient
+
+    x = torch.tensor([1.5, -2.0], requires_grad=True)
+    (3 * scale_gradient(x, 0.25)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.75, 0.75]))
+
+
+def _generator_change_in_one_step(model_folder, feedback: float) -> torch.Tensor:
+    torch.manual_seed(0)
+    np.random.seed(0)  # nnU-Net's loaders sample with numpy
+    trainer = _in_process_trainer(model_folder, fold=1)
+    trainer.iam_segmentation_feedback = feedback
+    trainer.initialize()
+    target_loader, _ = trainer.get_dataloaders()
+    generator = unwrap_network(trainer.extra_modules["iam"])
+    before = [p.detach().clone() for p in generator.parameters()]
+    trainer.train_step(next(target_loader))
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(generator.parameters(), before)])
+
+
+def test_segmentation_feedback_reaches_the_generator(trained_mkd_model, nnunet_paths):
+    without = _generator_change_in_one_step(trained_mkd_model, 0.0)
+    with_feedback = _generator_change_in_one_step(trained_mkd_model, 1.0)
+    assert not torch.allclose(without, with_feedback)
+
+
+def test_an_ensemble_knob_that_does_not_fit_the_labels_is_refused(trained_mkd_model):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = json.loads((trained_mkd_model.parent / "plans.json").read_text())
+    plans["configurations"]["2d"].setdefault("multimodal", {})["mkd"] = {"ensemble": "sigmoid_probabilities"}
+    dataset_json = json.loads((trained_mkd_model.parent / "dataset.json").read_text())
+    with pytest.raises(ValueError, match="does not fit this dataset, whose labels get a softmax"):
+        nnUNetTrainerMKD.check_architecture(PlansManager(plans), "2d", dataset_json)

@@ -1,8 +1,20 @@
 """MKD settings compared on the phantom pair (benchmarks/mkd/run_phantom_pair.sh), on the demo schedule
 (20 epochs x 25 iterations, no mirroring, as nnUNetTrainerMKD_20x25it_NoMirroring)."""
 
+import os
+import random
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
 from nnunet_multimodal.training.loss_terms import LossTerm
-from nnunet_multimodal.training.mkd import nnUNetTrainerMKD, nnUNetTrainerMKD_noKD
+from nnunet_multimodal.training.mkd import (
+    assistant_batch_size,
+    nnUNetTrainerMKD,
+    nnUNetTrainerMKD_iamFeedback,
+    nnUNetTrainerMKD_noKD,
+)
 from nnunet_multimodal.training.schedules import NoMirroring, Schedule20x25it
 
 
@@ -24,3 +36,49 @@ class MKDPair_T2kd01(MKDPair_T2):
 
 class MKDPair_T1kd01(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
     extra_loss_terms = _kd_weight(0.1)
+
+
+# ---- the comparison of issue "MKD: foreground sampling, the IAM learning from segmentation, a fair comparison"
+# (benchmarks/mkd/run_seeds.sh): every setting on the same schedule, seeded from MKD_PAIR_SEED.
+
+class Seeded:
+    """Seeds Python's, NumPy's and PyTorch's generators from MKD_PAIR_SEED before nnU-Net builds anything; with
+    nnUNet_n_proc_DA=0 (augmentation in the training process) and the CPU, a run is then reproducible."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        seed = int(os.environ.get("MKD_PAIR_SEED", "0"))
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+class Pair_targetOnly(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainer):
+    """Target-only nnU-Net at the plans' batch: as many iterations as MKD, twice its target patches."""
+
+
+class Pair_targetOnlyHalfBatch(Pair_targetOnly):
+    """Target-only nnU-Net at MKD's target share of the batch: as many target patches as MKD."""
+
+    def _set_batch_size_and_oversample(self):
+        super()._set_batch_size_and_oversample()
+        self.batch_size = assistant_batch_size(self.batch_size, nnUNetTrainerMKD.assistant_share)[0]
+
+
+class Pair_MKDLastSampleOversampling(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
+    """MKD as before 2026-12-03: nnU-Net's forced foreground on the last samples of each loader's batch, which a
+    loader batch of 1 never reaches."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.probabilistic_oversampling = False
+
+
+class Pair_MKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
+    pass
+
+
+class Pair_MKDiamFeedback(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_iamFeedback):
+    pass

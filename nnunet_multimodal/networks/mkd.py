@@ -2,7 +2,8 @@
 
 - ``MKDNet``: the target segmentor S_t and the assistant segmentor S_a, both the plans' own network. In
   training both run on the same batch (target images and aligned assistant images concatenated), so one call
-  gives everything the losses need; in inference the output is the ensemble, the mean of their logits.
+  gives everything the losses need; in inference the output is their ensemble: the mean of their logits, or
+  (knob ``ensemble``) the mean of their probabilities, returned as logits whose softmax or sigmoid gives it.
 - ``ImageAlignmentModule``: CycleGAN-style generators G (assistant -> target appearance) and F (target ->
   assistant), full-resolution residual networks that map intensities locally (appearance, not anatomy).
 - ``DiscriminatorPair``: PatchGAN discriminators D_t (target appearance) and D_a (assistant appearance).
@@ -21,26 +22,51 @@ DEFAULT_KNOBS = {
     "generator_width": 16,        # channels of the IAM generators (full resolution)
     "generator_blocks": 1,        # residual blocks per generator (why 1: docs/methods/mkd.md, "Where we chose")
     "discriminator_width": 16,    # channels of the first discriminator layer (doubled once)
+    # what inference averages: the segmentors' "logits", or their "softmax_probabilities" (labels) or
+    # "sigmoid_probabilities" (regions), as the paper ensembles the two predictions
+    "ensemble": "logits",
 }
+ENSEMBLES = ("logits", "softmax_probabilities", "sigmoid_probabilities")
 
 
 def check_knobs(knobs: dict) -> None:
     for name, value in knobs.items():
-        positive_int(value, f"mkd.{name}")
+        if name == "ensemble":
+            if value not in ENSEMBLES:
+                raise ValueError(f"mkd.ensemble must be one of {ENSEMBLES}, got {value!r}")
+        else:
+            positive_int(value, f"mkd.{name}")
 
 
-def ensemble_logits(target_logits, assistant_logits):
-    """Mean of the two segmentors' logits, per deep-supervision level when given lists."""
+def _mean_probabilities_as_logits(t: torch.Tensor, a: torch.Tensor, kind: str) -> torch.Tensor:
+    """Logits whose softmax (sigmoid) is the mean of the two softmax (sigmoid) probabilities; in log space, so
+    confident voxels do not round to log(0)."""
+    t, a = t.float(), a.float()
+    log_half = torch.log(torch.tensor(0.5, device=t.device))
+    if kind == "softmax_probabilities":
+        return torch.logaddexp(torch.log_softmax(t, 1), torch.log_softmax(a, 1)) + log_half
+    log_p = torch.logaddexp(nn.functional.logsigmoid(t), nn.functional.logsigmoid(a)) + log_half
+    log_not_p = torch.logaddexp(nn.functional.logsigmoid(-t), nn.functional.logsigmoid(-a)) + log_half
+    return log_p - log_not_p
+
+
+def ensemble_logits(target_logits, assistant_logits, kind: str = "logits"):
+    """The two segmentors' ensemble (``kind``: one of ``ENSEMBLES``), per deep-supervision level for lists."""
     if isinstance(target_logits, (list, tuple)):
-        return [(t + a) / 2 for t, a in zip(target_logits, assistant_logits)]
-    return (target_logits + assistant_logits) / 2
+        return [ensemble_logits(t, a, kind) for t, a in zip(target_logits, assistant_logits)]
+    if kind == "logits":
+        return (target_logits + assistant_logits) / 2
+    return _mean_probabilities_as_logits(target_logits, assistant_logits, kind)
 
 
 class MKDNet(nn.Module):
-    def __init__(self, target_segmentor: nn.Module, assistant_segmentor: nn.Module):
+    def __init__(self, target_segmentor: nn.Module, assistant_segmentor: nn.Module, ensemble: str = "logits"):
         super().__init__()
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
         self.target = target_segmentor
         self.assistant = assistant_segmentor
+        self.ensemble = ensemble
 
     def set_deep_supervision(self, enabled: bool) -> None:
         for segmentor in (self.target, self.assistant):
@@ -50,7 +76,7 @@ class MKDNet(nn.Module):
         target_logits, assistant_logits = self.target(x), self.assistant(x)
         if self.training:
             return {"logits": target_logits, "assistant_logits": assistant_logits}
-        return ensemble_logits(target_logits, assistant_logits)
+        return ensemble_logits(target_logits, assistant_logits, self.ensemble)
 
 
 def _norm(architecture: PlansArchitecture, channels: int) -> nn.Module:

@@ -61,6 +61,11 @@ def concat_targets(a, b):
     return torch.cat([a, b])
 
 
+def scale_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """``x`` in the forward pass; ``weight`` times the gradient in the backward pass."""
+    return x.detach() + weight * (x - x.detach())
+
+
 def assistant_batch_size(batch_size: int, share: float) -> tuple[int, int]:
     """(target, assistant) samples per iteration from the plans' batch size; at least one each."""
     assistant = max(1, round(batch_size * share))
@@ -78,7 +83,11 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
     align_assistant: bool = True
     iam_learning_rate: float = 2e-4
     iam_betas: tuple[float, float] = (0.5, 0.999)
-    trainer_knob_names = ("kd_temperature", "assistant_share", "align_assistant", "iam_learning_rate", "iam_betas")
+    # weight of the segmentors' losses on the aligned images in the generator's update (0: the generator learns
+    # from its GAN and cycle losses alone)
+    iam_segmentation_feedback: float = 0.0
+    trainer_knob_names = ("kd_temperature", "assistant_share", "align_assistant", "iam_learning_rate", "iam_betas",
+                          "iam_segmentation_feedback")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -86,6 +95,8 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
             raise AssistantError(f"{configuration} is a cascade stage; MKD trains single-stage configurations")
         if not 0 < self.assistant_share < 1:
             raise ValueError(f"assistant_share must be in (0, 1), got {self.assistant_share}")
+        if not self.iam_segmentation_feedback >= 0:
+            raise ValueError(f"iam_segmentation_feedback must be >= 0, got {self.iam_segmentation_feedback}")
         # checked before nnU-Net creates the output folder
         self.assistant = find_assistant(plans, configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -118,7 +129,18 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
                 configuration_manager.network_arch_init_kwargs_req_import, num_modalities + num_extra_channels,
                 num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
 
-        return MKDNet(segmentor(), segmentor())
+        return MKDNet(segmentor(), segmentor(), knobs["ensemble"])
+
+    @classmethod
+    def check_architecture(cls, plans_manager, configuration, dataset_json) -> None:
+        super().check_architecture(plans_manager, configuration, dataset_json)
+        ensemble = cls.architecture_knobs(plans_manager.get_configuration(configuration))["ensemble"]
+        regions = plans_manager.get_label_manager(dataset_json).has_regions
+        matching = "sigmoid_probabilities" if regions else "softmax_probabilities"
+        if ensemble.endswith("_probabilities") and ensemble != matching:
+            raise ValueError(f"mkd.ensemble={ensemble!r} does not fit this dataset, whose "
+                             f"{'regions get sigmoids' if regions else 'labels get a softmax'}: set mkd.ensemble to "
+                             f"{matching!r} or 'logits'")
 
     # ---------------------------------------------------------------- setup
     def _set_batch_size_and_oversample(self):
@@ -163,9 +185,9 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
     def logged_loss_keys(self) -> list[str]:
         return super().logged_loss_keys() + list(ALIGNMENT_KEYS)
 
-    def alignment_step(self, assistant: torch.Tensor, target: torch.Tensor, weights: dict) -> tuple:
-        """One generator and one discriminator update; returns the aligned assistant images (detached) and the
-        unweighted IAM losses. In float32: GAN losses are fragile under float16."""
+    def generator_forward(self, assistant: torch.Tensor, target: torch.Tensor, weights: dict) -> tuple:
+        """The IAM's images and the generators' weighted loss (adversarial + cycle), with the unweighted terms.
+        In float32: GAN losses are fragile under float16."""
         iam, discriminators = self.extra_modules["iam"], self.extra_modules["discriminators"]
         # the generators' adversarial term must not train the discriminators; the bare module keeps this
         # backward outside DDP's gradient reduction of the discriminators
@@ -174,17 +196,21 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
         self.extra_optimizers["iam"].zero_grad(set_to_none=True)
         images = iam(assistant, target)
         scores_target, scores_assistant = bare_discriminators(images["aligned"], images["target_as_assistant"])
+        bare_discriminators.requires_grad_(True)
         adversarial = least_squares_gan_loss(scores_target, True) + least_squares_gan_loss(scores_assistant, True)
         cycle = (cycle_consistency_loss(images["reconstructed_assistant"], assistant)
                  + cycle_consistency_loss(images["reconstructed_target"], target))
-        (weights["adversarial"] * adversarial + weights["cycle"] * cycle).backward()
-        self.extra_optimizers["iam"].step()
-        bare_discriminators.requires_grad_(True)
+        generator_loss = weights["adversarial"] * adversarial + weights["cycle"] * cycle
+        return images, generator_loss, {"adversarial": adversarial.detach(), "cycle": cycle.detach()}
 
-        aligned = images["aligned"].detach()
+    def discriminator_step(self, assistant: torch.Tensor, target: torch.Tensor, images: dict,
+                           weights: dict) -> torch.Tensor:
+        """One update of both discriminators on real and generated images; returns their unweighted loss."""
+        discriminators = self.extra_modules["discriminators"]
         self.extra_optimizers["discriminators"].zero_grad(set_to_none=True)
-        scores_target, scores_assistant = discriminators(torch.cat([target, aligned]),
-                                                         torch.cat([assistant, images["target_as_assistant"].detach()]))
+        scores_target, scores_assistant = discriminators(
+            torch.cat([target, images["aligned"].detach()]),
+            torch.cat([assistant, images["target_as_assistant"].detach()]))
         n_target, n_assistant = target.shape[0], assistant.shape[0]
         discriminator = 0.5 * (least_squares_gan_loss(scores_target[:n_target], True)
                                + least_squares_gan_loss(scores_target[n_target:], False)
@@ -192,8 +218,34 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
                                + least_squares_gan_loss(scores_assistant[n_assistant:], False))
         (weights["discriminator"] * discriminator).backward()
         self.extra_optimizers["discriminators"].step()
-        return aligned, {"adversarial": adversarial.detach(), "cycle": cycle.detach(),
-                         "discriminator": discriminator.detach()}
+        return discriminator.detach()
+
+    def alignment_step(self, assistant: torch.Tensor, target: torch.Tensor, weights: dict) -> tuple:
+        """One generator and one discriminator update, the generator on its own losses (no segmentation
+        feedback); returns the aligned assistant images (detached) and the unweighted IAM losses."""
+        images, generator_loss, losses = self.generator_forward(assistant, target, weights)
+        generator_loss.backward()
+        self.extra_optimizers["iam"].step()
+        losses["discriminator"] = self.discriminator_step(assistant, target, images, weights)
+        return images["aligned"].detach(), losses
+
+    def backward_and_step_with_generator(self, total: torch.Tensor, generator_loss: torch.Tensor) -> None:
+        """``backward_and_step`` of the segmentors' loss and the generator's own loss in one (scaled) backward, so
+        the generator gets the segmentors' gradient through the aligned images; then both update."""
+        iam_optimizer = self.extra_optimizers["iam"]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total + generator_loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            self.grad_scaler.unscale_(iam_optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.step(iam_optimizer)
+            self.grad_scaler.update()
+        else:
+            (total + generator_loss).backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+            iam_optimizer.step()
 
     def train_step(self, batch: dict) -> dict:
         assistant_batch = next(self.dataloader_assistant)
@@ -204,11 +256,15 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
             else labels.to(self.device, non_blocking=True) for labels in (batch["target"], assistant_batch["target"]))
         weights = self.current_loss_weights()
 
-        extras = {}
-        if self.align_assistant:
-            aligned, extras = self.alignment_step(assistant_images, target_images, weights)
-        else:
+        extras, images, generator_loss = {}, None, None
+        if not self.align_assistant:
             aligned = assistant_images
+        elif self.iam_segmentation_feedback > 0:
+            # the generator steps with the segmentors, on their gradient through the aligned images as well
+            images, generator_loss, extras = self.generator_forward(assistant_images, target_images, weights)
+            aligned = scale_gradient(images["aligned"], self.iam_segmentation_feedback)
+        else:
+            aligned, extras = self.alignment_step(assistant_images, target_images, weights)
         n = target_images.shape[0]
         # kept on the device: a copy to the CPU here would wait for the alignment step mid-step, every step; the
         # plot at the end of the epoch copies the last one
@@ -227,7 +283,14 @@ class nnUNetTrainerMKD(nnUNetTrainerMultiModalBase):
                                                      self.valid_mask(assistant_labels))
             total = seg_loss + sum(weights[name] * extras[name] for name in ("seg_assistant", "kd_target",
                                                                              "kd_aligned"))
-        self.backward_and_step(total)
+        if generator_loss is None:
+            self.backward_and_step(total)
+        else:
+            self.backward_and_step_with_generator(total, generator_loss)
+        aligned = aligned.detach()
+        if generator_loss is not None:
+            # after the generator's update: its backward needs the discriminators' weights unchanged
+            extras["discriminator"] = self.discriminator_step(assistant_images, target_images, images, weights)
         result = self.step_result(total, seg_loss, extras)
         result["alignment_distance"] = intensity_distance(aligned, target_images).cpu().numpy()
         result["alignment_distance_unaligned"] = intensity_distance(assistant_images, target_images).cpu().numpy()
@@ -265,6 +328,13 @@ class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
     docs/benchmark_results/2026-11-30_mkd_pair/README.md)."""
 
     kd_temperature = 2.0
+
+
+class nnUNetTrainerMKD_iamFeedback(nnUNetTrainerMKD):
+    """The alignment module also learns from segmentation: the segmentors' losses on the aligned images reach the
+    generator at full weight, as in the paper's end-to-end training."""
+
+    iam_segmentation_feedback = 1.0
 
 
 class nnUNetTrainerMKD_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerMKD):
