@@ -41,14 +41,6 @@ def test_predict_and_npz_ensemble_with_plain_nnunet(workspace, phantom_dataset, 
         assert np.allclose(probabilities.sum(0), 1, atol=1e-3)
 
 
-def test_find_best_configuration_with_plain_nnunet(workspace, trained_cmsad_model, trained_plain_model):
-    result = run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER,
-                       PLAIN_TRAINER, "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
-    info = json.loads((trained_cmsad_model.parents[1] / "inference_information.json").read_text())
-    assert "best_model_or_ensemble" in info
-    assert "nnUNetv2_predict" in result.stdout
-
-
 def test_pretrained_weights_from_a_cmsad_checkpoint(workspace, phantom_dataset, trained_cmsad_model):
     run_tool(["nnUNetv2_train", DATASET_ID, "2d", "1", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS, "-device", "cpu",
               "-pretrained_weights", trained_cmsad_model / "checkpoint_final.pth"], workspace.env)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SHARED, run_tool
+from conftest import SHARED
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.common import ConversionError
@@ -57,9 +57,11 @@ def test_picai_real_cases_resampled_in_physical_space(tmp_path):
 @needs_shared
 @pytest.mark.parametrize("fmt, folder, dataset_id", [("isles22", "isles22", 803), ("picai", "prostatex", 804)])
 def test_converted_dataset_passes_nnunet_integrity_check(workspace, fmt, folder, dataset_id):
-    convert(fmt, SHARED / "data" / folder, workspace.raw, dataset_id)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1", "--verify_dataset_integrity"],
-             dict(workspace.env, nnUNet_n_proc_DA="1"))
+    """nnU-Net's own check (what --verify_dataset_integrity runs), in this process: it raises on any failure."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    written, _ = convert(fmt, SHARED / "data" / folder, workspace.raw, dataset_id)
+    verify_dataset_integrity(str(written), num_processes=1)
 
 
 def picai_layout(root: Path, cases=2, label_value=1, shift_adc_mm=0.0, missing=None) -> Path:

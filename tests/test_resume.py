@@ -10,14 +10,12 @@ import torch
 from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
 SAM_TRAINER = "nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring"
-DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2x5it_NoMirroring"
 
 
 @pytest.mark.parametrize("trainer, plans, extra_term", [(CMSAD_TRAINER, TINY_PLANS, "distill"),
                                                         (MAML_TRAINER, TINY_PLANS, "branches"),
                                                         (MKD_TRAINER, MKD_PLANS, "cycle"),
-                                                        (SAM_TRAINER, TINY_PLANS, None),
-                                                        (DROPOUT_TRAINER, TINY_PLANS, None)])
+                                                        (SAM_TRAINER, TINY_PLANS, None)])
 def test_sigkill_then_resume(workspace, phantom_dataset, request, trainer, plans, extra_term):
     if plans == MKD_PLANS:
         request.getfixturevalue("mkd_assistant")

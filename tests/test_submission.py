@@ -246,6 +246,11 @@ def generic_submission(workspace, inference_information, tmp_path_factory) -> Pa
     return folder
 
 
+def test_find_best_configuration_selects_among_cmsad_and_plain_nnunet(inference_information):
+    info = json.loads(inference_information.read_text())
+    assert "best_model_or_ensemble" in info
+
+
 def test_build_takes_the_models_from_the_dataset_wherever_the_selection_file_lies(workspace, inference_information,
                                                                                    nnunet_paths, tmp_path, capsys):
     moved = tmp_path / "kept_elsewhere.json"
