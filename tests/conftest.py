@@ -3,72 +3,27 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import (
+    BASE_TRAINER,
+    CMSAD_TRAINER,
+    DATASET_ID,
+    MAML_TRAINER,
+    MKD_ASSISTANT_ID,
+    MKD_PLANS,
+    MKD_TRAINER,
+    PLAIN_TRAINER,
+    SHARED,
+    TINY_PLANS,
+    NnunetWorkspace,
+    make_workspace,
+    run_tool,
+    train_fold0,
+)
 
 from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
-from nnunet_multimodal.environment import env_with_plugin
-
-BIN = Path(sys.executable).parent
-# Dataset ids share one nnUNet_raw per session: 901 phantom, 902 region phantom (CMSAD), 903 unplanned (MKD),
-# 904 MKD assistant, 912 submission BraTS, 948 SAM region phantom. Pick a free one for a new fixture.
-DATASET_ID = 901
-TINY_PLANS = "nnUNetPlans_mmtiny"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def run_tool(command: list, env: dict, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    command = [str(BIN / command[0])] + [str(c) for c in command[1:]]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-5000:]}")
-    return result
-
-
-def write_nan_voxels(path: Path, count: int, value: float = float("nan")) -> None:
-    """Rewrite an image file with its first ``count`` voxels NaN, or another ``value`` such as Inf (as float32),
-    geometry kept."""
-    import numpy as np
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    array.flat[:count] = value
-    damaged = sitk.GetImageFromArray(array)
-    damaged.CopyInformation(image)
-    sitk.WriteImage(damaged, str(path))
-
-
-@dataclass
-class NnunetWorkspace:
-    root: Path
-    env: dict
-
-    @property
-    def raw(self) -> Path:
-        return Path(self.env["nnUNet_raw"])
-
-    @property
-    def preprocessed(self) -> Path:
-        return Path(self.env["nnUNet_preprocessed"])
-
-    @property
-    def results(self) -> Path:
-        return Path(self.env["nnUNet_results"])
-
-
-def make_workspace(root: Path) -> NnunetWorkspace:
-    env = env_with_plugin()
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        env[name] = str(root / name)
-        Path(env[name]).mkdir(parents=True, exist_ok=True)
-    env.update(nnUNet_compile="f", nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0")
-    return NnunetWorkspace(root, env)
 
 
 @pytest.fixture(scope="session")
@@ -108,25 +63,12 @@ def pytest_report_header(config):
     return f"nnunet-multimodal tests; shared data: {SHARED if SHARED.is_dir() else 'absent'}; cpus: {os.cpu_count()}"
 
 
-BASE_TRAINER = "nnUNetTrainerMultiModalBase_2x5it_NoMirroring"
-
-
 @pytest.fixture(scope="session")
 def trained_base_model(workspace, phantom_dataset) -> Path:
     """nnUNetv2_train with our base trainer (2 epochs) on the phantom, fold 0; returns the fold folder."""
     run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", BASE_TRAINER, "-p", TINY_PLANS, "-device", "cpu"],
              workspace.env)
     return workspace.results / phantom_dataset.name / f"{BASE_TRAINER}__{TINY_PLANS}__2d" / "fold_0"
-
-
-CMSAD_TRAINER = "nnUNetTrainerCMSAD_2x5it_NoMirroring"
-PLAIN_TRAINER = "nnUNetTrainerMMPlain_2x5it_NoMirroring"
-
-
-def train_fold0(workspace, dataset_folder: Path, trainer: str, *extra) -> Path:
-    run_tool(["nnUNetv2_train", dataset_folder.name, "2d", "0", "-tr", trainer, "-p", TINY_PLANS, "-device", "cpu",
-              *extra], workspace.env)
-    return workspace.results / dataset_folder.name / f"{trainer}__{TINY_PLANS}__2d" / "fold_0"
 
 
 @pytest.fixture(scope="session")
@@ -141,18 +83,10 @@ def trained_plain_model(workspace, phantom_dataset) -> Path:
     return train_fold0(workspace, phantom_dataset, PLAIN_TRAINER, "--npz")
 
 
-MAML_TRAINER = "nnUNetTrainerMAML_2x5it_NoMirroring"
-
-
 @pytest.fixture(scope="session")
 def trained_maml_model(workspace, phantom_dataset) -> Path:
     """nnUNetTrainerMAML_2x5it_NoMirroring (modality dropout on) on the phantom, fold 0."""
     return train_fold0(workspace, phantom_dataset, MAML_TRAINER)
-
-
-MKD_ASSISTANT_ID = 904
-MKD_PLANS = f"{TINY_PLANS}_mkd_Dataset{MKD_ASSISTANT_ID}_TestPhantomAssistant"
-MKD_TRAINER = "nnUNetTrainerMKD_2x5it_NoMirroring"
 
 
 @pytest.fixture(scope="session")

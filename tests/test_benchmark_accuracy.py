@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool
+from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.benchmarks.accuracy import check_same_budget, key_names, replace_section
 from nnunet_multimodal.text_table import markdown_table

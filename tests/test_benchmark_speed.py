@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import DATASET_ID, TINY_PLANS, run_tool
+from helpers import DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.benchmarks.speed import BASELINE, METRICS, format_summary, round_orders, summarize
 from nnunet_multimodal.benchmarks.speed_worker import forward_gflop_per_patch, predraw_extra_loaders

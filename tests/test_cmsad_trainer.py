@@ -5,7 +5,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool, train_fold0
+from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool, train_fold0
 
 from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
 

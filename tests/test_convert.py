@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SHARED
+from helpers import SHARED
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.common import ConversionError

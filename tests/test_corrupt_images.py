@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import write_nan_voxels
+from helpers import write_nan_voxels
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert import common as convert_common

@@ -1,6 +1,6 @@
 import json
 
-from conftest import make_workspace, run_tool
+from helpers import make_workspace, run_tool
 
 
 def test_quick_demo_end_to_end(tmp_path):

@@ -2,7 +2,7 @@
 
 import SimpleITK as sitk
 import torch
-from conftest import BASE_TRAINER, DATASET_ID, TINY_PLANS, run_tool
+from helpers import BASE_TRAINER, DATASET_ID, TINY_PLANS, run_tool
 
 from nnunet_multimodal.training.checkpointing import PLUGIN_KEY
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from arch_helpers import architecture, assert_same_function
-from conftest import DATASET_ID, MAML_TRAINER, PLAIN_TRAINER, TINY_PLANS, run_tool
+from helpers import DATASET_ID, MAML_TRAINER, PLAIN_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, prediction_kl
 from nnunet_multimodal.networks.branches import branch_inputs, split_branches
@@ -208,7 +208,7 @@ def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_m
 
 
 def test_modality_dropout_baseline_through_console_scripts(workspace, phantom_dataset, tmp_path):
-    from conftest import train_fold0
+    from helpers import train_fold0
 
     fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerModalityDropout_2x5it_NoMirroring")
     checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)

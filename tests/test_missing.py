@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
+from helpers import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.evaluation.missing_sweep import modality_subsets
 from nnunet_multimodal.inference.missing import MissingModalityPredictor

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from arch_helpers import architecture, configuration
-from conftest import DATASET_ID, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
+from helpers import DATASET_ID, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.data.mkd_assistant import (
     ASSISTANT_MARK,

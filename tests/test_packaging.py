@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import BIN
+from helpers import BIN
 
 ROOT = Path(__file__).resolve().parents[1]
 

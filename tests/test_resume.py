@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
+from helpers import BIN, CMSAD_TRAINER, DATASET_ID, MAML_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
 SAM_TRAINER = "nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import run_tool
+from helpers import run_tool
 from test_sam_adapter import write_sam_checkpoint
 from timm.layers import resample_abs_pos_embed_nhwc
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import TINY_PLANS
+from helpers import TINY_PLANS
 from test_base_trainer import make_trainer
 
 from nnunet_multimodal.training.cmsad import nnUNetTrainerCMSAD

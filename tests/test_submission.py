@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLANS, run_tool, write_nan_voxels
+from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
