@@ -112,7 +112,8 @@ def test_inference_returns_one_tensor_and_deep_supervision_toggles(trained_aux):
     trained_aux.set_deep_supervision_enabled(False)
     with torch.no_grad():
         out = network(x)
-    assert isinstance(out, torch.Tensor) and out.shape == (1, 4, *x.shape[2:])
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (1, 4, *x.shape[2:])
     trained_aux.set_deep_supervision_enabled(True)
     with torch.no_grad():
         assert isinstance(network(x), (list, tuple))
@@ -124,7 +125,8 @@ def test_final_checkpoint_carries_stamp_knobs_and_extra_state(trained_aux):
     assert stamp["format"] == checkpoint["nnunet_multimodal"]["format"] == checkpointing.CHECKPOINT_FORMAT
     assert stamp["knobs"]["extra_loss_terms"][0]["name"] == "energy"
     assert stamp["knobs"]["modalities"] == ["T1", "T2", "FLAIR"]
-    assert set(checkpoint["extra_modules"]) == {"critic"} and set(checkpoint["extra_optimizers"]) == {"critic"}
+    assert set(checkpoint["extra_modules"]) == {"critic"}
+    assert set(checkpoint["extra_optimizers"]) == {"critic"}
     assert not any(k.startswith("critic") for k in checkpoint["network_weights"])
 
 
@@ -233,7 +235,8 @@ def test_modality_dropout_masks_reach_network(preprocessed_folder, nnunet_paths)
     masks = [m for m in trainer.network.seen_available if m is not None]
     assert len(masks) == 3
     for mask in masks:
-        assert mask.shape == (trainer.batch_size, 3) and mask.any(dim=1).all()
+        assert mask.shape == (trainer.batch_size, 3)
+        assert mask.any(dim=1).all()
     assert any(not m.all() for m in masks)
 
 
@@ -248,7 +251,8 @@ def test_cmsad_under_modality_dropout_trains_every_parameter(preprocessed_folder
     torch.manual_seed(0)
     for _ in range(4):
         result = trainer.train_step(next(trainer.dataloader_train))
-        assert np.isfinite(result["loss"]) and result["loss_distill"] > 0
+        assert np.isfinite(result["loss"])
+        assert result["loss_distill"] > 0
         # every parameter gets a gradient, dropped branches included (DDP needs it), except the lowest-resolution
         # segmentation layer: nnU-Net weights that output 0 outside DDP (1e-6 under DDP)
         unused = {n for n, p in trainer.network.named_parameters() if p.grad is None}

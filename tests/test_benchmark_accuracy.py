@@ -37,14 +37,18 @@ def test_section_is_appended_then_replaced_in_place(tmp_path):
     replace_section(page, "A", "second table\n")
     text = page.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written text\n")
-    assert "second table" in text and "first table" not in text and "other section" in text
+    assert "second table" in text
+    assert "first table" not in text
+    assert "other section" in text
     assert text.index("<!-- accuracy:A -->") < text.index("<!-- accuracy:B -->")
     assert not list(tmp_path.glob(".*.partial*"))
 
 
 def test_label_and_region_names_by_evaluation_key():
     names = key_names({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]})
-    assert names["(1, 2, 3)"] == "whole tumor" and names["(2, 3)"] == "tumor core" and names["3"] == "enhancing tumor"
+    assert names["(1, 2, 3)"] == "whole tumor"
+    assert names["(2, 3)"] == "tumor core"
+    assert names["3"] == "enhancing tumor"
     assert key_names({"background": 0, "organ": 1})["1"] == "organ"
 
 
@@ -63,14 +67,18 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     assert "reusing" in result.stdout  # the fixtures' checkpoints, not a new training run
     report = json.loads((tmp_path / "out" / "accuracy.json").read_text())
     assert [row["trainer"] for row in report["rows"]] == [PLAIN_TRAINER, CMSAD_TRAINER]
-    assert report["keys"] == ["1", "2", "3"] and report["cases"] == 2
+    assert report["keys"] == ["1", "2", "3"]
+    assert report["cases"] == 2
     assert list(report["names"].values()) == ["organ", "lesion", "cyst"]
     for row in report["rows"]:
-        assert row["budget"]["iterations"] == 10 and 0 <= row["mean_dice"] <= 1
+        assert row["budget"]["iterations"] == 10
+        assert 0 <= row["mean_dice"] <= 1
         assert len(row["missing"]) == 7 + 1  # every non-empty subset of 3 modalities, and their mean
     text = page.read_text()
-    assert "<!-- accuracy:phantom_2d -->" in text and "nnunet-mm benchmark accuracy -d 901" in text
+    assert "<!-- accuracy:phantom_2d -->" in text
+    assert "nnunet-mm benchmark accuracy -d 901" in text
     results_table, sweep_table = parse_markdown_tables(text)
-    assert results_table[0][:3] == ["trainer", "iterations (epochs × it)", "batch"] and len(results_table) == 3
+    assert results_table[0][:3] == ["trainer", "iterations (epochs × it)", "batch"]
+    assert len(results_table) == 3
     assert len(sweep_table) == 1 + 8
     assert (tmp_path / "accuracy_phantom_2d.png").stat().st_size > 0

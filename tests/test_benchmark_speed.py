@@ -20,7 +20,8 @@ def test_ratios_use_medians_over_rounds():
                     _m(BASELINE, 2.0, 4.0, 110, 2), _m("A", 2.0, 4.0, 130, 2)]
     summary = summarize(measurements)
     assert summary[BASELINE]["step_seconds_ratio"] == 1.0
-    assert summary["A"]["step_seconds"] == 1.5 and summary["A"]["step_seconds_ratio"] == pytest.approx(0.75)
+    assert summary["A"]["step_seconds"] == 1.5
+    assert summary["A"]["step_seconds_ratio"] == pytest.approx(0.75)
     assert summary["A"]["inference_seconds_per_case_ratio"] == pytest.approx(2.0)
     assert summary["A"]["peak_memory_mb_ratio"] == pytest.approx(130 / 100)
     assert summary["A"]["rounds"] == 3
@@ -38,7 +39,8 @@ def test_per_round_ratio_range_pairs_each_trainer_with_the_baseline_of_its_round
     assert summary[BASELINE]["step_seconds_ratio_range"] == [1.0, 1.0]
     assert "peak_memory_mb_ratio_range" not in summary["A"]
     row = next(line for line in format_summary(summary).splitlines() if line.startswith("A "))
-    assert "0.75 (0.50-1.50)" in row and "2.00 (1.00-3.00)" in row
+    assert "0.75 (0.50-1.50)" in row
+    assert "2.00 (1.00-3.00)" in row
 
 
 def test_forward_flops_of_a_convolution_on_one_patch():
@@ -61,7 +63,8 @@ def test_flop_ratio_is_a_column_of_the_table():
     assert summary["A"]["forward_gflop_per_patch_ratio"] == pytest.approx(2.5)
     header, baseline_row, row = format_summary(summary).splitlines()
     assert "GFLOP/patch" in header
-    assert baseline_row.split()[-2:] == ["2", "1.00"] and row.split()[-2:] == ["5", "2.50"]
+    assert baseline_row.split()[-2:] == ["2", "1.00"]
+    assert row.split()[-2:] == ["5", "2.50"]
 
 
 def test_baseline_required():
@@ -87,7 +90,8 @@ def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Broken"):
         speed.run_speed_benchmark(args)
     report = json.loads(report_file.read_text())
-    assert not report["complete"] and [m["trainer"] for m in report["measurements"]] == [BASELINE, "A"]
+    assert not report["complete"]
+    assert [m["trainer"] for m in report["measurements"]] == [BASELINE, "A"]
 
 
 def test_rounds_alternate_order():
@@ -100,11 +104,14 @@ def test_harness_on_tiny_plans(workspace, phantom_dataset, tmp_path):
                        "nnUNetTrainerMultiModalBase", "--rounds", "1", "--steps", "2", "--warmup", "1", "--cases",
                        "1", "--json", report_file, "--profile", tmp_path / "profiles"], workspace.env)
     report = json.loads(report_file.read_text())
-    assert report["schema_version"] == 1 and report["baseline"] == BASELINE and report["complete"]
+    assert report["schema_version"] == 1
+    assert report["baseline"] == BASELINE
+    assert report["complete"]
     assert {m["trainer"] for m in report["measurements"]} == {BASELINE, "nnUNetTrainerMultiModalBase"}
     for summary in report["summary"].values():
         for metric in METRICS:
-            assert summary[metric] > 0 and summary[f"{metric}_ratio"] > 0
+            assert summary[metric] > 0
+            assert summary[f"{metric}_ratio"] > 0
     assert report["summary"][BASELINE]["step_seconds_ratio"] == 1.0
     assert [m["round"] for m in report["measurements"]] == [0, 0]
     assert "nnUNetTrainerMultiModalBase" in result.stdout

@@ -25,7 +25,8 @@ def test_shapes_training_and_inference(dim, modalities):
     net.set_deep_supervision(False)
     with torch.no_grad():
         logits = net(x)
-    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3, *(16,) * dim)
+    assert isinstance(logits, torch.Tensor)
+    assert logits.shape == (2, 3, *(16,) * dim)
 
 
 def test_residual_encoder_plans():
@@ -140,7 +141,8 @@ def test_split_branch_convolutions_compute_the_grouped_network(dim, kind):
     knobs = {"attention_max_tokens": 4 ** dim}  # attention at the lowest level, gating above
     grouped = make(dim, kind=kind, branch_convolutions="grouped", **knobs).train()
     split = make(dim, kind=kind, branch_convolutions="split", **knobs).train()
-    assert "attention" in grouped.level_modes and "gating" in grouped.level_modes
+    assert "attention" in grouped.level_modes
+    assert "gating" in grouped.level_modes
     assert_same_function(grouped, split, torch.randn(2, 3, *(16,) * dim),
                          torch.tensor([[True, False, True], [True, True, True]]), lambda out: out["logits"])
     with pytest.raises(ValueError, match="cmsad.branch_convolutions must be one of"):

@@ -19,9 +19,11 @@ def predict(workspace, images, output, trainer, *extra):
 def test_training_logs_distillation_and_checkpoint_knobs(trained_cmsad_model):
     checkpoint = torch.load(trained_cmsad_model / "checkpoint_final.pth", weights_only=False)
     knobs = checkpoint["nnunet_multimodal"]["knobs"]
-    assert knobs["architecture"]["branch_width"] == "auto" and knobs["distill_stages"] == (-3, -2, -1)
+    assert knobs["architecture"]["branch_width"] == "auto"
+    assert knobs["distill_stages"] == (-3, -2, -1)
     logs = checkpoint["logging"]
-    assert len(logs["loss_distill"]) == len(logs["loss_seg"]) == 2 and all(v > 0 for v in logs["loss_distill"])
+    assert len(logs["loss_distill"]) == len(logs["loss_seg"]) == 2
+    assert all(v > 0 for v in logs["loss_distill"])
     assert (trained_cmsad_model / "progress_loss_terms.png").is_file()
     assert not any("distill" in k for k in checkpoint["network_weights"])
 
@@ -36,7 +38,8 @@ def test_predict_and_npz_ensemble_with_plain_nnunet(workspace, phantom_dataset, 
     for case in sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir()):
         for folder in ("cmsad", "plain", "ensemble"):
             prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / case)))
-            assert prediction.shape == (1, 64, 64) and set(np.unique(prediction)) <= {0, 1, 2, 3}
+            assert prediction.shape == (1, 64, 64)
+            assert set(np.unique(prediction)) <= {0, 1, 2, 3}
         probabilities = np.load(tmp_path / "cmsad" / case.replace(".nii.gz", ".npz"))["probabilities"]
         assert np.allclose(probabilities.sum(0), 1, atol=1e-3)
 
@@ -55,7 +58,8 @@ def test_attention_maps_command(workspace, phantom_dataset, trained_cmsad_model,
     assert output.stat().st_size > 10_000
     wrong = run_tool(["nnunet-mm", "attention-maps", "-d", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, "-p",
                       TINY_PLANS, "-i", *images[:2], "-o", output], workspace.env, check=False)
-    assert wrong.returncode == 2 and "trained on 3 modalities" in wrong.stderr
+    assert wrong.returncode == 2
+    assert "trained on 3 modalities" in wrong.stderr
 
 
 def test_region_dataset(workspace):

@@ -27,7 +27,8 @@ def test_isles22_real_case(tmp_path):
     dwi_source = sitk.ReadImage(str(SHARED / "data/isles22/rawdata/sub-strokecase0009/ses-0001" / f"{case}_dwi.nii.gz"))
     for channel in range(3):
         image = sitk.ReadImage(str(folder / "imagesTr" / f"{case}_{channel:04d}.nii.gz"))
-        assert image.GetSize() == dwi_source.GetSize() and np.allclose(image.GetSpacing(), dwi_source.GetSpacing())
+        assert image.GetSize() == dwi_source.GetSize()
+        assert np.allclose(image.GetSpacing(), dwi_source.GetSpacing())
         assert np.allclose(image.GetDirection(), dwi_source.GetDirection(), atol=1e-5)
     assert report.resampled == [f"{case}_flair.nii.gz onto {case}_dwi.nii.gz"]
     lesion = array(folder / "labelsTr" / f"{case}.nii.gz") > 0
@@ -44,13 +45,16 @@ def test_picai_real_cases_resampled_in_physical_space(tmp_path):
     case = "ProstateX-0000_07-07-2011"
     t2w = array(folder / "imagesTr" / f"{case}_0000.nii.gz")
     lesion = array(folder / "labelsTr" / f"{case}.nii.gz") > 0
-    assert t2w.shape == (19, 384, 384) and lesion.sum() == 512
+    assert t2w.shape == (19, 384, 384)
+    assert lesion.sum() == 512
     assert t2w[lesion].mean() < 0.6 * t2w.mean()             # the csPCa lesion is dark on T2W
     # the annotation's y axis is flipped against the image: copying the array would miss the lesion
     copied = array(SHARED / "data/prostatex/annotations" / f"{case}.nii.gz") > 0
     assert t2w[copied].mean() > t2w[lesion].mean() * 1.3
     negative = array(folder / "labelsTr" / "ProstateX-0001_07-08-2011.nii.gz")
-    assert negative.shape == (19, 384, 384) and negative.max() == 0   # the empty mask came from the ADC grid
+    # the empty mask came from the ADC grid
+    assert negative.shape == (19, 384, 384)
+    assert negative.max() == 0
     assert sum("(nearest neighbour)" in r for r in report.resampled) == 2
 
 
@@ -120,7 +124,9 @@ def test_skip_bad_reports_and_converts_the_rest(tmp_path, capsys, monkeypatch):
     assert "--skip-bad" in capsys.readouterr().err
     assert main(["convert", "picai", str(source), "-d", "6", "--skip-bad"]) == 0
     out = capsys.readouterr().out
-    assert "converted 1 case(s)" in out and "skipped P1_study" in out and "P1_study_adc.mha is missing" in out
+    assert "converted 1 case(s)" in out
+    assert "skipped P1_study" in out
+    assert "P1_study_adc.mha is missing" in out
 
 
 def test_unreadable_file(tmp_path):
@@ -215,10 +221,12 @@ def test_mmwhs_writes_both_datasets_or_neither(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     (tmp_path / "raw").mkdir()
     assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "ct_only", ("ct",))), "-d", "40"]) == 2
-    assert "mr_train" in capsys.readouterr().err and not list((tmp_path / "raw").iterdir())
+    assert "mr_train" in capsys.readouterr().err
+    assert not list((tmp_path / "raw").iterdir())
     source = mmwhs_source(tmp_path / "src")
     assert main(["convert", "mmwhs", str(source), "-d", "999"]) == 2
-    assert "outside 1-999" in capsys.readouterr().err and not list((tmp_path / "raw").iterdir())
+    assert "outside 1-999" in capsys.readouterr().err
+    assert not list((tmp_path / "raw").iterdir())
 
 
 def test_dataset_id_taken_in_preprocessed_or_results_is_refused(tmp_path, monkeypatch, capsys):
@@ -227,7 +235,9 @@ def test_dataset_id_taken_in_preprocessed_or_results_is_refused(tmp_path, monkey
     (tmp_path / "pre" / "Dataset040_Old").mkdir(parents=True)
     assert main(["convert", "mmwhs", str(mmwhs_source(tmp_path / "src")), "-d", "39"]) == 2
     error = capsys.readouterr().err
-    assert "dataset id 40 is taken" in error and "Dataset040_Old" in error and "-d" in error
+    assert "dataset id 40 is taken" in error
+    assert "Dataset040_Old" in error
+    assert "-d" in error
     assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())
 
 

@@ -23,4 +23,5 @@ def test_quick_demo_end_to_end(tmp_path):
         assert row["figure"] in out
 
     again = run_tool(["nnunet-mm", "demo", "--quick", "--root", root], env, check=False)
-    assert again.returncode == 2 and "refusing to overwrite" in again.stdout
+    assert again.returncode == 2
+    assert "refusing to overwrite" in again.stdout

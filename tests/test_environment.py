@@ -20,7 +20,8 @@ def test_ext_trainer_appends_and_never_duplicates():
 def test_report_lists_unset_folders():
     report = env_report({"nnUNet_raw": "/data/raw"})
     assert "export nnUNet_extTrainer=" in report
-    assert "nnUNet_preprocessed" in report and "nnUNet_results" in report
+    assert "nnUNet_preprocessed" in report
+    assert "nnUNet_results" in report
     assert "export nnUNet_raw" not in report
     full = env_report({"nnUNet_raw": "r", "nnUNet_preprocessed": "p", "nnUNet_results": "s"})
     assert "are set" in full

@@ -52,10 +52,14 @@ def test_concentric_spheres():
 
 def test_empty_mask_conventions():
     empty, full = np.zeros((5, 5), bool), square((5, 5), (1, 3), (1, 3))
-    assert math.isnan(dice(empty, empty)) and math.isnan(hd95(empty, empty, (1, 1)))
-    assert math.isnan(hd95(full, empty, (1, 1))) and dice(full, empty) == 0
-    assert dice(empty, empty, "brats") == 1 and hd95(empty, empty, (1, 1), "brats") == 0
-    assert hd95(full, empty, (1, 1), "brats") == HD95_CAP and hd95(empty, full, (1, 1), "brats") == HD95_CAP
+    assert math.isnan(dice(empty, empty))
+    assert math.isnan(hd95(empty, empty, (1, 1)))
+    assert math.isnan(hd95(full, empty, (1, 1)))
+    assert dice(full, empty) == 0
+    assert dice(empty, empty, "brats") == 1
+    assert hd95(empty, empty, (1, 1), "brats") == 0
+    assert hd95(full, empty, (1, 1), "brats") == HD95_CAP
+    assert hd95(empty, full, (1, 1), "brats") == HD95_CAP
     with pytest.raises(ValueError, match="convention"):
         mask_metrics(full, full, (1, 1), convention="isles")
 
@@ -78,7 +82,8 @@ def lesions_case():
 def test_lesion_wise_matching():
     reference, prediction = lesions_case()
     result = lesion_wise(reference[0], prediction[0], (1, 1))
-    assert result["reference_lesions"] == 2 and result["false_positive_lesions"] == 1
+    assert result["reference_lesions"] == 2
+    assert result["false_positive_lesions"] == 1
     assert result["lesion_dice"] == pytest.approx(1 / 3)
     assert result["lesion_hd95"] == pytest.approx(2 * HD95_CAP / 3)
     assert lesion_wise(reference[0], prediction[0], (1, 1), LesionSettings(min_volume=35))["reference_lesions"] == 2
@@ -99,9 +104,11 @@ def test_predictions_within_the_dilated_lesion_match_it():
     prediction = reference.copy()
     prediction[11:13, 5:10] = True         # one row of background between it and the lesion: 2 steps away
     apart = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=1))
-    assert apart["false_positive_lesions"] == 1 and apart["lesion_dice"] == pytest.approx(0.5)
+    assert apart["false_positive_lesions"] == 1
+    assert apart["lesion_dice"] == pytest.approx(0.5)
     near = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=2))
-    assert near["false_positive_lesions"] == 0 and near["lesion_dice"] == pytest.approx(2 * 25 / (25 + 35))
+    assert near["false_positive_lesions"] == 0
+    assert near["lesion_dice"] == pytest.approx(2 * 25 / (25 + 35))
 
 
 def test_dilation_reaches_18_neighbours_in_3d():
@@ -123,8 +130,10 @@ def test_lesion_dilation_groups_nearby_components():
     prediction[5:8, 9:12] = False
     separate = lesion_wise(reference, prediction, (1, 1))
     grouped = lesion_wise(reference, prediction, (1, 1), LesionSettings(dilation=1))
-    assert separate["reference_lesions"] == 2 and separate["lesion_dice"] == pytest.approx(0.5)
-    assert grouped["reference_lesions"] == 1 and grouped["lesion_dice"] == pytest.approx(2 * 9 / (18 + 9))
+    assert separate["reference_lesions"] == 2
+    assert separate["lesion_dice"] == pytest.approx(0.5)
+    assert grouped["reference_lesions"] == 1
+    assert grouped["lesion_dice"] == pytest.approx(2 * 9 / (18 + 9))
 
 
 def test_both_empty_lesion_wise():
@@ -182,7 +191,8 @@ def test_regions_from_dataset_json(folders):
     assert regions == [(1, 2, 3), (2, 3), (3,)]
     summary = evaluate_folders(ref, ref, regions, progress=False)
     assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "(3,)"}
-    assert summary["mean"]["(1, 2, 3)"]["Dice"] == 1.0 and summary["mean"]["(1, 2, 3)"]["HD95"] == 0.0
+    assert summary["mean"]["(1, 2, 3)"]["Dice"] == 1.0
+    assert summary["mean"]["(1, 2, 3)"]["HD95"] == 0.0
     assert summary["metric_per_case"][0]["metrics"]["(2, 3)"]["n_ref"] == 64
 
 
@@ -192,7 +202,8 @@ def test_cli_outputs_and_errors(folders, tmp_path, capsys):
     assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "2", "3", "-o", str(out),
                  "--lesion-wise", "--convention", "brats"]) == 0
     summary = json.loads((out / "summary_nnunet_mm.json").read_text())
-    assert summary["convention"] == "brats" and "lesion_dice" in summary["mean"]["1"]
+    assert summary["convention"] == "brats"
+    assert "lesion_dice" in summary["mean"]["1"]
     assert (out / "per_case_nnunet_mm.csv").read_text().count("\n") == 1 + 3 * 3
     assert (out / "boxplots_nnunet_mm.png").stat().st_size > 1000
     assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-l", "1", "--lesion-dilation", "3"]) == 2
@@ -215,7 +226,8 @@ def test_png_dataset_evaluated_twice_into_its_prediction_folder(tmp_path, capsys
         assert main(["evaluate", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-l", "1",
                      "--file-ending", ".png"]) == 0
     summary = json.loads((tmp_path / "pred" / "summary_nnunet_mm.json").read_text())
-    assert len(summary["metric_per_case"]) == 1 and summary["mean"]["1"]["Dice"] == 1.0
+    assert len(summary["metric_per_case"]) == 1
+    assert summary["mean"]["1"]["Dice"] == 1.0
 
 
 def evaluate_command(ref, pred, *extra) -> list[str]:

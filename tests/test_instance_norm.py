@@ -69,7 +69,8 @@ def test_multi_branch_networks_use_it_where_the_plans_say_instance_norm():
     assert plans.norm_op is group_norm_kernel(nn.InstanceNorm2d)
     net = CMSADNet(plans, 2, 0, 3, (16, 16))
     norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
-    assert norms and all(type(m) is plans.norm_op for m in norms)
+    assert norms
+    assert all(type(m) is plans.norm_op for m in norms)
 
 
 def test_the_knob_runs_the_group_norm_kernel_on_every_device_when_asked():

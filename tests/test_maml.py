@@ -100,7 +100,8 @@ def test_grouped_decoder_keeps_branches_independent():
         for s in changed:
             split_branches(s, 3)[:, 1] += torch.randn_like(split_branches(s, 3)[:, 1])
         logits_changed, features_changed = decode_grouped(net.decoder, changed, 3)
-    assert logits[0].shape == (1, 3, 3, 16, 16) and features.shape[:2] == (1, 3)
+    assert logits[0].shape == (1, 3, 3, 16, 16)
+    assert features.shape[:2] == (1, 3)
     for branch in (0, 2):   # block-diagonal: other branches do not see branch 1
         assert torch.equal(logits[0][:, branch], logits_changed[0][:, branch])
         assert torch.equal(features[:, branch], features_changed[:, branch])
@@ -166,7 +167,9 @@ def test_mutual_term_masks_and_gradients():
     branches = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(2)]
     kl = MutualLearningKL()
     kl(branches, fused).backward()
-    assert fused.grad is None and all(b.grad is not None for b in branches)   # the fused teacher is detached
+    # the fused teacher is detached
+    assert fused.grad is None
+    assert all(b.grad is not None for b in branches)
     only_first = torch.tensor([[True, False], [True, False]])
     per_sample = prediction_kl(branches[0], fused).flatten(1).mean(1)
     assert torch.allclose(kl(branches, fused, only_first), per_sample.mean() / 2, atol=1e-6)
@@ -198,8 +201,10 @@ def test_branch_losses_are_summed_over_modalities_present(preprocessed_folder, n
 def test_maml_through_console_scripts(workspace, phantom_dataset, trained_maml_model, tmp_path):
     checkpoint = torch.load(trained_maml_model / "checkpoint_final.pth", weights_only=False)
     logs = checkpoint["logging"]
-    assert len(logs["loss_branches"]) == 2 and all(v > 0 for v in logs["loss_branches"])
-    assert logs["weight_mutual"] == [0.0, 0.0] and logs["loss_mutual"] == [0.0, 0.0]
+    assert len(logs["loss_branches"]) == 2
+    assert all(v > 0 for v in logs["loss_branches"])
+    assert logs["weight_mutual"] == [0.0, 0.0]
+    assert logs["loss_mutual"] == [0.0, 0.0]
     assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
     run_tool(["nnUNetv2_predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID, "-c", "2d",
               "-f", "0", "-tr", "nnUNetTrainerMAML_2x5it_NoMirroring", "-p", TINY_PLANS, "-device", "cpu", "-npp", "1",

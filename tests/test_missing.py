@@ -37,7 +37,8 @@ def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, 
     absent, explicit, again = (arrays(tmp_path / n) for n in ("absent", "explicit", "explicit_again"))
     assert sorted(absent) == sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir())
     for name in absent:
-        assert np.array_equal(absent[name], explicit[name]) and np.array_equal(explicit[name], again[name])
+        assert np.array_equal(absent[name], explicit[name])
+        assert np.array_equal(explicit[name], again[name])
         reference = sitk.ReadImage(str(phantom_dataset / "labelsTs" / name))
         assert sitk.ReadImage(str(tmp_path / "absent" / name)).GetSize() == reference.GetSize()
     used = json.loads((tmp_path / "absent" / "modalities_used.json").read_text())
@@ -47,16 +48,20 @@ def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, 
 
 def test_missing_option_errors(workspace, phantom_dataset, trained_maml_model, tmp_path):
     unknown = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "PET", check=False)
-    assert unknown.returncode == 2 and "['PET']" in unknown.stderr and "T1" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "['PET']" in unknown.stderr
+    assert "T1" in unknown.stderr
     every = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1", "--missing", "T2,FLAIR",
                     check=False)
-    assert every.returncode == 2 and "every modality is missing" in every.stderr
+    assert every.returncode == 2
+    assert "every modality is missing" in every.stderr
     extra = tmp_path / "extra"
     shutil.copytree(phantom_dataset / "imagesTs", extra)
     first = sorted(extra.glob("*_0000.nii.gz"))[0]
     shutil.copy(first, first.with_name(first.name.replace("_0000", "_0003")))
     wrong = predict(workspace, extra, tmp_path / "o2", check=False)
-    assert wrong.returncode == 2 and "beyond the model's 3 modalities" in wrong.stderr
+    assert wrong.returncode == 2
+    assert "beyond the model's 3 modalities" in wrong.stderr
 
 
 def test_plain_network_gets_zeros_and_a_warning(workspace, phantom_dataset, trained_base_model, tmp_path,
@@ -78,7 +83,8 @@ def test_evaluate_missing_sweep(workspace, phantom_dataset, trained_maml_model, 
     run_tool(["nnunet-mm", "evaluate-missing", "-i", phantom_dataset / "imagesTs", "-ref", phantom_dataset / "labelsTs",
               "-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS], workspace.env)
     table = json.loads((tmp_path / "table.json").read_text())
-    assert len(table) == 2 ** 3 - 1 + 1 and "mean over subsets" in table
+    assert len(table) == 2 ** 3 - 1 + 1
+    assert "mean over subsets" in table
     assert set(table["T1+T2+FLAIR"]) == {"1", "2", "3", "mean"}
     assert (tmp_path / "heatmap.png").stat().st_size > 5000
     assert (tmp_path / "table.csv").read_text().count("\n") == 9
@@ -91,16 +97,19 @@ def test_evaluate_missing_on_the_fold_validation_cases(workspace, phantom_datase
     predicted = sorted(p.name for p in (tmp_path / "predictions" / "T1_T2_FLAIR").glob("*.nii.gz"))
     assert predicted == sorted(f"{case}.nii.gz" for case in splits[0]["val"])
     table = json.loads((tmp_path / "table.json").read_text())
-    assert len(table) == 2 ** 3 - 1 + 1 and 0 <= table["T1+T2+FLAIR"]["mean"] <= 1
+    assert len(table) == 2 ** 3 - 1 + 1
+    assert 0 <= table["T1+T2+FLAIR"]["mean"] <= 1
 
 
 def test_evaluate_missing_needs_both_folders_or_one_fold(workspace, phantom_dataset, trained_maml_model, tmp_path):
     common = ["-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]
     only_input = run_tool(["nnunet-mm", "evaluate-missing", "-i", phantom_dataset / "imagesTs", *common],
                           workspace.env, check=False)
-    assert only_input.returncode != 0 and "both -i and -ref" in only_input.stderr
+    assert only_input.returncode != 0
+    assert "both -i and -ref" in only_input.stderr
     two_folds = run_tool(["nnunet-mm", "evaluate-missing", "-f", "0", "1", *common], workspace.env, check=False)
-    assert two_folds.returncode != 0 and "one fold" in two_folds.stderr
+    assert two_folds.returncode != 0
+    assert "one fold" in two_folds.stderr
 
 
 def test_unwritable_output_folder_fails_before_predicting(workspace, phantom_dataset, trained_maml_model, tmp_path):
@@ -109,7 +118,8 @@ def test_unwritable_output_folder_fails_before_predicting(workspace, phantom_dat
     for output in (blocker / "predictions", "/proc/nnunet_mm_predictions"):  # root may write anywhere else
         result = predict(workspace, phantom_dataset / "imagesTs", output, check=False)
         assert result.returncode == 2
-        assert f"cannot write predictions to {output}" in result.stderr and "-o" in result.stderr
+        assert f"cannot write predictions to {output}" in result.stderr
+        assert "-o" in result.stderr
 
 
 def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phantom_dataset, trained_maml_model,
@@ -137,7 +147,9 @@ def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phanto
                      "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS])
     assert code == 2
     error = capsys.readouterr().err
-    assert "No space left on device" in error and "TestPhantom_011.nii.gz" in error and "-o" in error
+    assert "No space left on device" in error
+    assert "TestPhantom_011.nii.gz" in error
+    assert "-o" in error
     written = sorted(p.name for p in output.iterdir() if p.name != MANIFEST)
     assert written == ["TestPhantom_010.nii.gz"]  # the first case complete, nothing of the second
     assert sitk.ReadImage(str(output / written[0])).GetSize() == (64, 64, 1)
@@ -178,11 +190,15 @@ def test_bad_input_is_refused_with_file_and_fix_before_anything_is_written(nnune
         code = cli.main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d",
                          "-tr", MAML_TRAINER, "-p", TINY_PLANS])
         error = capsys.readouterr().err
-        assert code == 2 and file_name in error and message in error and fix in error, (name, error)
+        assert code == 2, (name, error)
+        assert file_name in error, (name, error)
+        assert message in error, (name, error)
+        assert fix in error, (name, error)
         assert not output.exists() or not any(output.iterdir()), name
     code = cli.main(["predict", "-i", str(phantom_dataset / "imagesTs"), "-o", str(phantom_dataset / "imagesTs"),
                      "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS])
-    assert code == 2 and "is the input folder" in capsys.readouterr().err
+    assert code == 2
+    assert "is the input folder" in capsys.readouterr().err
 
 
 def test_truncated_checkpoint_is_named_with_the_fix(nnunet_paths, trained_maml_model, tmp_path, capsys):
@@ -219,10 +235,12 @@ def test_sliding_window_flags_reach_nnunets_predictor(nnunet_paths, trained_maml
     args = build_parser().parse_args(["predict", "-i", "in", "-o", "out", "-d", str(DATASET_ID), "-c", "2d", "-tr",
                                       MAML_TRAINER, "-p", TINY_PLANS, "-step_size", "0.75", "--disable_tta"])
     predictor = _missing_predictor(args).predictor
-    assert predictor.tile_step_size == 0.75 and predictor.use_mirroring is False
+    assert predictor.tile_step_size == 0.75
+    assert predictor.use_mirroring is False
     default = _missing_predictor(build_parser().parse_args(["evaluate-missing", "-o", "out", "-d", str(DATASET_ID),
                                                            "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]))
-    assert default.predictor.tile_step_size == 0.5 and default.predictor.use_mirroring is True
+    assert default.predictor.tile_step_size == 0.5
+    assert default.predictor.use_mirroring is True
 
 
 def test_names_shared_by_several_channels_get_the_file_number():
@@ -267,7 +285,8 @@ def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(
     assert strict["A"]["(2,)"] is None                         # empty in both: NaN under nnU-Net's convention
     rows = list(csv.reader((tmp_path / "out" / "table.csv").read_text().splitlines()))
     assert rows[0] == ["modalities", "Dice (1, 2)", "Dice (2,)", "Dice mean"]
-    assert all(len(row) == 4 for row in rows) and len(rows) == 1 + 3 + 1
+    assert all(len(row) == 4 for row in rows)
+    assert len(rows) == 1 + 3 + 1
     without_ignore = evaluate_missing(FixedPredictor(prediction), tmp_path, tmp_path / "ref", tmp_path / "out2",
                                       [(1, 2), (2,)])
     assert without_ignore["A+B"]["(1, 2)"] < 1.0
@@ -287,7 +306,9 @@ def test_files_predict_did_not_write_are_refused_unless_overwrite(nnunet_paths, 
     assert cli.main(predict_args(phantom_dataset / "imagesTs", output)) == 2
     error = capsys.readouterr().err
     assert f"{len(labels)} file(s) that this run would replace" in error
-    assert ", ".join(sorted(labels)) in error and "--overwrite" in error and "(-o)" in error
+    assert ", ".join(sorted(labels)) in error
+    assert "--overwrite" in error
+    assert "(-o)" in error
     assert {p.name: p.read_bytes() for p in output.iterdir()} == labels
     assert cli.main(predict_args(phantom_dataset / "imagesTs", output, "--overwrite")) == 0
     assert cli.main(predict_args(phantom_dataset / "imagesTs", output)) == 0   # its own files: replaced again

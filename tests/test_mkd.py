@@ -125,7 +125,8 @@ def test_alignment_module_and_discriminators_shapes(dim):
     assert images["aligned"].shape == images["reconstructed_assistant"].shape == assistant.shape
     assert images["target_as_assistant"].shape == images["reconstructed_target"].shape == target.shape
     scores_target, scores_assistant = discriminators(target, assistant)
-    assert scores_target.shape == (3, 1, *[4] * dim) and scores_assistant.shape == (1, 1, *[4] * dim)
+    assert scores_target.shape == (3, 1, *[4] * dim)
+    assert scores_assistant.shape == (1, 1, *[4] * dim)
 
 
 def test_alignment_knobs_are_checked():
@@ -152,7 +153,8 @@ def test_mkd_prepare_keeps_the_assistants_own_normalisation(workspace, mkd_assis
     assert assistant_2d["normalization_schemes"] == ["CTNormalization", "ZScoreNormalization", "ZScoreNormalization"]
     assert assistant_plans["foreground_intensity_properties_per_channel"] == \
         own_plans["foreground_intensity_properties_per_channel"]
-    assert assistant_2d["spacing"] == target_2d["spacing"] and assistant_2d["patch_size"] == target_2d["patch_size"]
+    assert assistant_2d["spacing"] == target_2d["spacing"]
+    assert assistant_2d["patch_size"] == target_2d["patch_size"]
     assert assistant_plans[ASSISTANT_MARK] == mkd_assistant.parent.name
     cases = list((assistant_folder / entry["data_identifier"]["2d"]).glob("*.pkl"))
     assert len(cases) == 8
@@ -206,10 +208,12 @@ def test_mkd_prepare_errors_name_the_fix(workspace, phantom_dataset):
     result = run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", 903, "-p", TINY_PLANS], workspace.env,
                       check=False)
     assert result.returncode == 2
-    assert "--no_pp" in result.stderr and "Dataset903_TestUnplanned" in result.stderr
+    assert "--no_pp" in result.stderr
+    assert "Dataset903_TestUnplanned" in result.stderr
     result = run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", DATASET_ID, "-p", TINY_PLANS],
                       workspace.env, check=False)
-    assert result.returncode == 2 and "another dataset" in result.stderr
+    assert result.returncode == 2
+    assert "another dataset" in result.stderr
 
 
 def test_trainer_without_assistant_fails_before_writing(workspace, phantom_dataset):
@@ -226,11 +230,13 @@ def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
     assert set(checkpoint["extra_modules"]) == set(checkpoint["extra_optimizers"]) == {"iam", "discriminators"}
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"target", "assistant"}
     stamp = checkpoint["nnunet_multimodal"]["knobs"]
-    assert stamp["assistant"]["dataset"].endswith("TestPhantomAssistant") and stamp["kd_temperature"] == 1.0
+    assert stamp["assistant"]["dataset"].endswith("TestPhantomAssistant")
+    assert stamp["kd_temperature"] == 1.0
     logs = checkpoint["logging"]
     for key in ("loss_seg", "loss_seg_assistant", "loss_kd_target", "loss_kd_aligned", "loss_adversarial",
                 "loss_cycle", "loss_discriminator", "alignment_distance", "alignment_distance_unaligned"):
-        assert len(logs[key]) == 2 and all(math.isfinite(v) for v in logs[key]), key
+        assert len(logs[key]) == 2, key
+        assert all(math.isfinite(v) for v in logs[key]), key
     assert logs["loss_cycle"][-1] < logs["loss_cycle"][0]
     assert (trained_mkd_model / "alignment.png").stat().st_size > 0
     assert (trained_mkd_model / "progress_loss_terms.png").exists()
@@ -324,7 +330,8 @@ def test_both_loaders_of_the_trainer_draw_foreground_per_sample(trained_mkd_mode
 def test_the_old_temperature_trainer_name_warns_and_trains_as_the_new_one(trained_mkd_model, nnunet_paths):
     with pytest.warns(FutureWarning, match="renamed nnUNetTrainerMKD_kdTemperature2"):
         trainer = _in_process_trainer(trained_mkd_model, 1, nnUNetTrainerMKD_T2)
-    assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2) and trainer.kd_temperature == 2.0
+    assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2)
+    assert trainer.kd_temperature == 2.0
 
 
 def test_scale_gradient_keeps_the_value():

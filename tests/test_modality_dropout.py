@@ -31,7 +31,8 @@ def test_zero_unavailable_leaves_cascade_channels():
     data = torch.ones(2, 5, 4, 4)  # 3 modalities + 2 one-hot channels of a previous stage
     available = torch.tensor([[True, False, True], [False, True, True]])
     out = zero_unavailable(data, available)
-    assert out[0, 1].abs().sum() == 0 and out[1, 0].abs().sum() == 0
+    assert out[0, 1].abs().sum() == 0
+    assert out[1, 0].abs().sum() == 0
     assert torch.equal(out[0, [0, 2, 3, 4]], data[0, [0, 2, 3, 4]])
     assert torch.equal(out[1, 1:], data[1, 1:])
 

@@ -45,7 +45,8 @@ def test_deterministic_and_seeded():
     a_images, a_label = generate_case(PhantomSpec(seed=3), 5)
     b_images, b_label = generate_case(PhantomSpec(seed=3), 5)
     c_images, c_label = generate_case(PhantomSpec(seed=4), 5)
-    assert np.array_equal(a_label, b_label) and all(np.array_equal(a_images[m], b_images[m]) for m in a_images)
+    assert np.array_equal(a_label, b_label)
+    assert all(np.array_equal(a_images[m], b_images[m]) for m in a_images)
     assert not np.array_equal(a_label, c_label)
 
 
@@ -63,7 +64,8 @@ def test_write_dataset_layout(tmp_path):
     assert dataset_json["channel_names"] == {"0": "T1", "1": "T2", "2": "FLAIR"}
     assert dataset_json["regions_class_order"] == [1, 2, 3]
     assert "SYNTHETIC" in dataset_json["description"]
-    assert len(list((folder / "imagesTr").iterdir())) == 9 and len(list((folder / "imagesTs").iterdir())) == 3
+    assert len(list((folder / "imagesTr").iterdir())) == 9
+    assert len(list((folder / "imagesTs").iterdir())) == 3
     image = sitk.ReadImage(str(folder / "imagesTr" / "P_000_0001.nii.gz"))
     assert image.GetSize() == (32, 32, 1)
     with pytest.raises(FileExistsError, match="already exists"):

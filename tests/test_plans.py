@@ -36,7 +36,8 @@ def test_tiny_keeps_data_identifier_and_spacing():
     assert configuration["data_identifier"] == "nnUNetPlans_3d_fullres"
     assert configuration["spacing"] == [3.0, 0.5, 0.5]
     arch = configuration["architecture"]["arch_kwargs"]
-    assert arch["n_stages"] == 4 and arch["features_per_stage"] == [16, 32, 64, 128]
+    assert arch["n_stages"] == 4
+    assert arch["features_per_stage"] == [16, 32, 64, 128]
     assert len(arch["strides"]) == len(arch["kernel_sizes"]) == len(arch["n_conv_per_stage"]) == 4
     assert len(arch["n_conv_per_stage_decoder"]) == 3
     # every patch axis divisible by the product of its strides: (1*1*2*2, 1*2*2*2, 1*2*2*2) = (4, 8, 8)

@@ -100,7 +100,8 @@ def test_adapters_fuse_modalities_inside_the_encoder():
     x = torch.randn(1, 2, 64, 64, requires_grad=True)
     # frozen SAM alone: modality 1's embedding does not depend on modality 0's image
     (grad,) = torch.autograd.grad(net.encode(x)[1].sum(), x)
-    assert grad[0, 0].abs().max() == 0 and grad[0, 1].abs().max() > 0
+    assert grad[0, 0].abs().max() == 0
+    assert grad[0, 1].abs().max() > 0
     perturb_adapters(net)
     (grad,) = torch.autograd.grad(net.encode(x)[1].sum(), x)
     assert grad[0, 0].abs().max() > 0
@@ -192,7 +193,8 @@ def test_only_trainable_parameters_get_gradients_and_frozen_ones_stay_bit_identi
     net = make()
     frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
-    assert frozen and trainable
+    assert frozen
+    assert trainable
     owner = SimpleNamespace(network=net, initial_lr=1e-3, weight_decay=0.01, num_epochs=10)
     optimizer, _ = nnUNetTrainerSAMAdapter.configure_optimizers(owner)
     assert isinstance(optimizer, torch.optim.AdamW)
@@ -229,7 +231,8 @@ def test_loading_a_sam_format_checkpoint_resizes_position_tables(tmp_path):
             assert torch.equal(loaded[name], resample_abs_pos_embed_nhwc(value, [8, 8]))
         elif name in resized:
             # the same relative-position bias SAM computes when it resizes the table on the fly
-            assert value.shape[0] == 31 and loaded[name].shape[0] == 15
+            assert value.shape[0] == 31
+            assert loaded[name].shape[0] == 15
             assert torch.allclose(get_rel_pos(8, 8, loaded[name]), get_rel_pos(8, 8, value))
         else:
             assert torch.equal(loaded[name], value), name

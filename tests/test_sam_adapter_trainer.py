@@ -55,9 +55,11 @@ def test_sam_weights_are_in_the_checkpoint_and_stayed_frozen(trained_sam_model):
                        resample_abs_pos_embed_nhwc(sam_state["image_encoder.pos_embed"], [8, 8]))
     assert weights["encoder.blocks.0.modality_adapter.modality_embedding"].shape[0] == 4
     knobs = checkpoint["nnunet_multimodal"]["knobs"]
-    assert knobs["architecture"]["pretrained"] is True and knobs["adamw_lr"] == 1e-4
+    assert knobs["architecture"]["pretrained"] is True
+    assert knobs["adamw_lr"] == 1e-4
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
-    assert "tiny image encoder loaded from" in log and "sam_tiny.pth" in log
+    assert "tiny image encoder loaded from" in log
+    assert "sam_tiny.pth" in log
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "3"}  # BraTS-style regions, sigmoid outputs
 
@@ -69,7 +71,8 @@ def test_predict_and_export_without_the_sam_file(workspace, sam_region_dataset, 
               "--disable_progress_bar"], env)
     (case,) = [p.name for p in (sam_region_dataset / "labelsTs").iterdir()]
     prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / case)))
-    assert prediction.shape == (1, 48, 48) and set(np.unique(prediction)) <= {0, 1, 2, 3}
+    assert prediction.shape == (1, 48, 48)
+    assert set(np.unique(prediction)) <= {0, 1, 2, 3}
     run_tool(["nnUNetv2_export_model_to_zip", "-d", DATASET, "-c", "2d", "-f", "0", "-tr", TRAINER, "-p", SAM_PLANS,
               "-o", tmp_path / "model.zip"], env)
     with zipfile.ZipFile(tmp_path / "model.zip") as archive:

@@ -68,8 +68,11 @@ def test_layout_scan_finds_cases_missing_and_extra_files(tmp_path):
     assert [c.case for c in cases] == ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"]
     complete, partial = cases
     assert [p.name[-10:] for p in complete.channels] == ["t1n.nii.gz", "t1c.nii.gz", "t2w.nii.gz", "t2f.nii.gz"]
-    assert complete.extra == () and complete.label.name == "BraTS-GLI-00000-000-seg.nii.gz"   # the label is no extra
-    assert partial.missing() == [2] and [p.name for p in partial.extra] == ["BraTS-GLI-00001-000-t1n_copy.nii.gz"]
+    # the label is no extra
+    assert complete.extra == ()
+    assert complete.label.name == "BraTS-GLI-00000-000-seg.nii.gz"
+    assert partial.missing() == [2]
+    assert [p.name for p in partial.extra] == ["BraTS-GLI-00001-000-t1n_copy.nii.gz"]
     assert [u.folder.name for u in unrecognised] == ["notes"]
     out = tmp_path / "out"
     assert LAYOUTS["brats2023"].prediction_path(out, complete) == out / "BraTS-GLI-00000-000.nii.gz"
@@ -82,7 +85,9 @@ def test_layout_scan_finds_cases_missing_and_extra_files(tmp_path):
     for name in ("dwi.nii.gz", "dwi.json", "adc.nii.gz", "flair.nii.gz"):
         touch(session / f"sub-1_ses-1_{name}")
     (case,), _ = LAYOUTS["isles22"].scan(tmp_path / "isles")
-    assert case.extra == () and case.missing() == []                       # JSON sidecars are allowed
+    # JSON sidecars are allowed
+    assert case.extra == ()
+    assert case.missing() == []
     assert case.label == tmp_path / "isles/derivatives/sub-1/ses-1/sub-1_ses-1_msk.nii.gz"
     assert LAYOUTS["isles22"].prediction_path(tmp_path, case) == tmp_path / "sub-1/ses-1/sub-1_ses-1_msk.nii.gz"
 
@@ -91,7 +96,8 @@ def test_generic_layout_ignores_hidden_files_and_names_stray_ones(tmp_path):
     for name in ("CASE_001_0000.nii.gz", "CASE_001_0001.nii.gz", ".DS_Store", "notes.txt"):
         touch(tmp_path / "in" / name)
     cases, failures = find_cases("nnunet", tmp_path / "in", tmp_path / "out", 2, ".nii.gz")
-    assert [c.name for c in cases] == ["CASE_001"] and list(failures) == ["notes.txt"]
+    assert [c.name for c in cases] == ["CASE_001"]
+    assert list(failures) == ["notes.txt"]
 
 
 def test_output_labels_invert_the_converters_label_maps():
@@ -112,10 +118,13 @@ def test_model_must_fit_the_layout():
                      "labels": REGION_STYLE_LABELS, "regions_class_order": [1, 2, 3]}
     assert model_fits_layout(LAYOUTS["brats"], phantom_brats) == []          # names compared case-insensitively
     channels, labels = model_fits_layout(LAYOUTS["brats2023"], phantom_brats)
-    assert "['T1', 'T1C', 'T2W', 'T2F']" in channels and "(1, 3)" in labels   # BraTS 2023's tumour core differs
+    # BraTS 2023's tumour core differs
+    assert "['T1', 'T1C', 'T2W', 'T2F']" in channels
+    assert "(1, 3)" in labels
     plain = {"channel_names": {"0": "T2W", "1": "ADC", "2": "HBV"}, "labels": {"background": 0, "csPCa": 1, "x": 2}}
     (problem,) = model_fits_layout(LAYOUTS["picai"], plain)
-    assert "[1, 2]" in problem and "[1]" in problem
+    assert "[1, 2]" in problem
+    assert "[1]" in problem
 
 
 def test_channel_rules_per_case(tmp_path):
@@ -150,7 +159,8 @@ def test_brats2023_case_staged_in_channel_order(tmp_path):
     for k in keys:
         write_volume(volumes[k], tmp_path / "in" / "BraTS-GLI-00007-000" / f"BraTS-GLI-00007-000-{k}.nii.gz")
     (case,), failures = find_cases("brats2023", tmp_path / "in", tmp_path / "out", 4, ".nii.gz")
-    assert failures == {} and case.output == tmp_path / "out" / "BraTS-GLI-00007-000.nii.gz"
+    assert failures == {}
+    assert case.output == tmp_path / "out" / "BraTS-GLI-00007-000.nii.gz"
     staged = stage_case(case, tmp_path / "staging", "case00000", ".nii.gz")
     assert [p.name for p in staged.values()] == [f"case00000_{c:04d}.nii.gz" for c in range(4)]
     for channel, key in enumerate(keys):
@@ -162,7 +172,8 @@ def test_brats2023_case_staged_in_channel_order(tmp_path):
 @needs_shared
 def test_real_picai_case_staged_and_written_on_the_t2w_grid(tmp_path):
     cases, failures = find_cases("picai", SHARED / "data" / "prostatex", tmp_path / "out", 3, ".nii.gz")
-    assert failures == {} and [c.name for c in cases] == ["ProstateX-0000_07-07-2011", "ProstateX-0001_07-08-2011"]
+    assert failures == {}
+    assert [c.name for c in cases] == ["ProstateX-0000_07-07-2011", "ProstateX-0001_07-08-2011"]
     case = cases[0]
     t2w = sitk.ReadImage(str(case.channels[0]))
     staged = stage_case(case, tmp_path / "staging", "case00000", ".nii.gz")
@@ -183,7 +194,8 @@ def test_real_picai_case_staged_and_written_on_the_t2w_grid(tmp_path):
 def test_real_isles22_case_written_where_its_mask_lives(tmp_path):
     root = SHARED / "data" / "isles22"
     (case,), failures = find_cases("isles22", root, tmp_path / "out", 3, ".nii.gz")
-    assert failures == {} and case.name == "sub-strokecase0009_ses-0001"
+    assert failures == {}
+    assert case.name == "sub-strokecase0009_ses-0001"
     mask = root / "derivatives" / "sub-strokecase0009" / "ses-0001" / "sub-strokecase0009_ses-0001_msk.nii.gz"
     assert case.output.relative_to(tmp_path / "out") == mask.relative_to(root / "derivatives")
     staged = stage_case(case, tmp_path / "staging", "case00000", ".nii.gz")
@@ -191,7 +203,8 @@ def test_real_isles22_case_written_where_its_mask_lives(tmp_path):
     assert all(same_grid(sitk.ReadImage(str(p)), dwi) for p in staged.values())   # FLAIR resampled onto DWI
     runner.write_output(mask, case.output, None, runner.label_lookup(LAYOUTS["isles22"]))
     assert same_grid(sitk.ReadImage(str(case.output)), dwi)
-    assert np.array_equal(array(case.output), array(mask)) and array(case.output).sum() == 523
+    assert np.array_equal(array(case.output), array(mask))
+    assert array(case.output).sum() == 523
 
 
 # --- nnU-Net's model zip with our trainers -----------------------------------------------------------------
@@ -264,7 +277,8 @@ def test_build_takes_the_models_from_the_dataset_wherever_the_selection_file_lie
     assert "-c select models with -tr" in capsys.readouterr().err
     assert main([*common, "-o", str(tmp_path / "u"), "-tr", CMSAD_TRAINER, "-c", "2d", "--no-postprocessing"]) == 2
     assert "with -tr, give the postprocessing with -pp_pkl_file" in capsys.readouterr().err
-    assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
+    assert not (tmp_path / "t").exists()
+    assert not (tmp_path / "u").exists()
 
 
 def test_runner_with_a_corrupt_checkpoint_names_it_and_exits_2(generic_submission, phantom_dataset, tmp_path, capsys):
@@ -275,7 +289,8 @@ def test_runner_with_a_corrupt_checkpoint_names_it_and_exits_2(generic_submissio
     assert runner.main(["-i", str(phantom_dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-device", "cpu"],
                        submission) == 2
     error = capsys.readouterr().err
-    assert f"{checkpoint.relative_to(submission)} is unreadable" in error and "Traceback" not in error
+    assert f"{checkpoint.relative_to(submission)} is unreadable" in error
+    assert "Traceback" not in error
 
 
 def test_runner_names_a_checkpoint_of_an_unknown_trainer(generic_submission, phantom_dataset, tmp_path, capsys):
@@ -332,7 +347,8 @@ def test_runner_refuses_output_files_it_did_not_write(generic_submission, phanto
     assert runner.main(["-i", str(phantom_dataset / "imagesTs"), "-o", str(output), "-device", "cpu"],
                        generic_submission) == 2
     error = capsys.readouterr().err
-    assert f"{len(labels)} file(s) that this run would replace" in error and "pass --overwrite" in error
+    assert f"{len(labels)} file(s) that this run would replace" in error
+    assert "pass --overwrite" in error
     assert {p.name: p.read_bytes() for p in output.iterdir()} == labels
 
 
@@ -346,7 +362,8 @@ def test_submission_folder_dockerfile_and_pins(generic_submission, inference_inf
 
     instructions = dockerfile_instructions(generic_submission / "Dockerfile")
     keywords = [k for k, _ in instructions]
-    assert keywords[0] == "FROM" and instructions[0][1] == f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim"
+    assert keywords[0] == "FROM"
+    assert instructions[0][1] == f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim"
     runs = [arg for k, arg in instructions if k == "RUN"]
     assert runs == ["pip install --no-cache-dir -r requirements.txt", "pip install --no-cache-dir --no-deps ./plugin"]
     for key, arg in instructions:
@@ -355,15 +372,19 @@ def test_submission_folder_dockerfile_and_pins(generic_submission, inference_inf
             assert all((generic_submission / s).exists() for s in sources), arg
     workdir = dict(instructions)["WORKDIR"]
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
-    assert entry[0] == "python" and Path(entry[1]) == Path(workdir) / "run_submission.py"
+    assert entry[0] == "python"
+    assert Path(entry[1]) == Path(workdir) / "run_submission.py"
     assert json.loads(dict(instructions)["CMD"]) == ["-i", "/input", "-o", "/output"]
 
     pins = [line for line in (generic_submission / "requirements.txt").read_text().splitlines() if line[:1] != "#"]
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", p) for p in pins), pins
-    assert f"nnunetv2=={version('nnunetv2')}" in pins and f"torch=={version('torch').split('+')[0]}" in pins
-    assert not any(p.startswith("nnunet-multimodal") for p in pins) and pins == pinned_requirements()
+    assert f"nnunetv2=={version('nnunetv2')}" in pins
+    assert f"torch=={version('torch').split('+')[0]}" in pins
+    assert not any(p.startswith("nnunet-multimodal") for p in pins)
+    assert pins == pinned_requirements()
     pyproject = (generic_submission / "plugin" / "pyproject.toml").read_text()
-    assert '"nnunet_multimodal.trainers"' in pyproject and '"nnunet_multimodal.submission"' in pyproject
+    assert '"nnunet_multimodal.trainers"' in pyproject
+    assert '"nnunet_multimodal.submission"' in pyproject
     assert (generic_submission / "plugin/nnunet_multimodal/trainers/nnunet_mm_cmsad.py").is_file()
     assert (generic_submission / "plugin/nnunet_multimodal/plans/README.md").is_file()
 
@@ -371,7 +392,8 @@ def test_submission_folder_dockerfile_and_pins(generic_submission, inference_inf
     best = json.loads(inference_information.read_text())["best_model_or_ensemble"]
     selected = [f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}"
                 for m in best["selected_model_or_models"]]
-    assert [Path(m["folder"]).name for m in spec["models"]] == selected and spec["layout"] == "nnunet"
+    assert [Path(m["folder"]).name for m in spec["models"]] == selected
+    assert spec["layout"] == "nnunet"
     for model in spec["models"]:
         assert (generic_submission / model["folder"] / "fold_0" / "checkpoint_final.pth").is_file()
     assert (generic_submission / spec["postprocessing"]).read_bytes() == Path(best["postprocessing_file"]).read_bytes()
@@ -397,7 +419,8 @@ def test_runner_from_the_submission_alone_equals_nnunet_pipeline(workspace, phan
                              str(phantom_dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-device", "cpu"],
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 case(s) written" in result.stdout and str(site / "nnunet_multimodal" / "trainers") in result.stdout
+    assert "2 case(s) written" in result.stdout
+    assert str(site / "nnunet_multimodal" / "trainers") in result.stdout
 
     best = json.loads(inference_information.read_text())["best_model_or_ensemble"]
     members = [reference_predictions / f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}"
@@ -454,7 +477,8 @@ def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, b
     select = ["-tr", DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]
     assert main(["submission", "build", "-d", str(BRATS_ID), "--layout", "brats2023", "-o", str(tmp_path / "x"),
                  *select]) == 2
-    assert "does not fit the brats2023 layout" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "does not fit the brats2023 layout" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     submission = tmp_path / "submission"
     assert main(["submission", "build", "-d", str(BRATS_ID), "--layout", "brats", "-o", str(submission), *select]) == 0
 
@@ -469,7 +493,8 @@ def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, b
     assert "3 case(s) written" in report.err
     assert re.search(r"BraTS2021_00003: \S+BraTS2021_00003_flair.nii.gz is unreadable", report.err)
     assert re.search(r"BraTS2021_00004: \S+BraTS2021_00004_t1_v2.nii.gz is not one of the brats layout's", report.err)
-    assert "notes: no file in" in report.err and "BraTS2021_00002: wrote" in report.out
+    assert "notes: no file in" in report.err
+    assert "BraTS2021_00002: wrote" in report.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != MANIFEST) == [
         f"BraTS2021_0000{i}.nii.gz" for i in range(3)]
 
@@ -501,5 +526,6 @@ def test_nan_voxels_in_a_staged_case_fail_that_case_naming_the_file(workspace, b
     capsys.readouterr()
     assert runner.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-device", "cpu"], submission) == 1
     report = capsys.readouterr().err
-    assert "0 case(s) written" in report and f"{t2} has 4 NaN/Inf voxels" in report
+    assert "0 case(s) written" in report
+    assert f"{t2} has 4 NaN/Inf voxels" in report
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

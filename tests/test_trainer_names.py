@@ -90,7 +90,8 @@ def test_names_say_the_schedule_and_the_mirroring():
         assert "__" not in name, f"{name}: nnU-Net splits result folders on '__'"
         schedule = re.search(r"_(\d+)x(\d+)it(_NoMirroring)?$", name)
         if name in RENAMED:
-            assert cls.__name__ == name and cls.renamed_to == RENAMED[name]
+            assert cls.__name__ == name
+            assert cls.renamed_to == RENAMED[name]
             assert cls.__bases__ == (classes[RENAMED[name]],)
         elif schedule:
             assert (cls.schedule_epochs, cls.schedule_iterations) == (int(schedule[1]), int(schedule[2])), name
@@ -105,7 +106,8 @@ def test_former_names_resolve_through_nnunet_to_subclasses_of_the_new(monkeypatc
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_value())
     for old, new in RENAMED.items():
         found = recursive_find_trainer_class_by_name(old)
-        assert found.__name__ == old and issubclass(found, exported()[new]), old
+        assert found.__name__ == old, old
+        assert issubclass(found, exported()[new]), old
 
 
 @pytest.mark.parametrize("old", sorted(RENAMED))
@@ -152,6 +154,7 @@ def test_no_mirroring_alone_keeps_the_schedule_and_does_what_nnunet_does(results
 def test_the_former_mixin_names_warn_and_combine_both():
     with pytest.warns(FutureWarning, match="Schedule20x25it and NoMirroring"):
         demo_schedule = schedules.DemoSchedule
-    assert issubclass(demo_schedule, Schedule20x25it) and issubclass(demo_schedule, NoMirroring)
+    assert issubclass(demo_schedule, Schedule20x25it)
+    assert issubclass(demo_schedule, NoMirroring)
     with pytest.raises(AttributeError):
         schedules.ShortSchedule  # noqa: B018
