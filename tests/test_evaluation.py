@@ -188,12 +188,24 @@ def test_regions_from_dataset_json(folders):
     dataset_json = {"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "inner": 3},
                     "regions_class_order": [1, 2, 3]}
     regions = labels_or_regions_from_dataset_json(dataset_json)
-    assert regions == [(1, 2, 3), (2, 3), (3,)]
+    assert regions == [(1, 2, 3), (2, 3), 3]
     summary = evaluate_folders(ref, ref, regions, progress=False)
-    assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "(3,)"}
+    assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "3"}
     assert summary["mean"]["(1, 2, 3)"]["Dice"] == 1.0
     assert summary["mean"]["(1, 2, 3)"]["HD95"] == 0.0
     assert summary["metric_per_case"][0]["metrics"]["(2, 3)"]["n_ref"] == 64
+
+
+def test_region_keys_are_the_keys_of_nnunets_summary(folders):
+    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    ref, _ = folders
+    labels = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "inner": 3}
+    summary = evaluate_folders(ref, ref, labels_or_regions_from_dataset_json(
+        {"labels": labels, "regions_class_order": [1, 2, 3]}), progress=False)
+    nnunets = [label_or_region_to_key(r) for r in LabelManager(labels, [1, 2, 3]).foreground_regions]
+    assert list(summary["mean"]) == nnunets
 
 
 def test_cli_outputs_and_errors(folders, tmp_path, capsys):

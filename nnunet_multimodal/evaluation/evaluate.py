@@ -32,12 +32,14 @@ SUMMARY_METRICS = ("Dice", "IoU", "HD95", "lesion_dice", "lesion_hd95")
 
 
 def labels_or_regions_from_dataset_json(dataset_json: dict) -> list[int | tuple[int, ...]]:
-    """Foreground labels, or regions (tuples) for region datasets such as BraTS, as nnU-Net defines them."""
+    """Foreground labels, or regions for region datasets such as BraTS, exactly as nnU-Net's LabelManager gives
+    them: a region of several labels is a tuple, a region given as one label stays that label, so that each gets
+    the key nnU-Net's summary.json gives it ("(2, 3)", "3")."""
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
     manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
     if manager.has_regions:
-        return [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in manager.foreground_regions]
+        return [tuple(r) if isinstance(r, (list, tuple)) else r for r in manager.foreground_regions]
     return list(manager.foreground_labels)
 
 
