@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from helpers import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
 from nnunet_multimodal.evaluation.missing_sweep import modality_subsets
@@ -392,3 +393,24 @@ def test_a_file_no_sweep_wrote_is_refused_not_deleted(tmp_path):
     (tmp_path / "notes.txt").write_text("the user's")
     with pytest.raises(FileExistsError, match=r"holds files no earlier sweep wrote \(notes.txt\)"):
         remove_earlier_sweep(tmp_path)
+
+
+def test_wrapping_an_nnunet_predictor_predicts_as_the_model_folder_does(phantom_dataset, trained_maml_model,
+                                                                       nnunet_paths, tmp_path):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(trained_maml_model.parent), (0,), "checkpoint_final.pth")
+    MissingModalityPredictor.wrapping(predictor).predict_folder(phantom_dataset / "imagesTs", tmp_path / "wrapped",
+                                                               ["T2"])
+    MissingModalityPredictor(trained_maml_model.parent, (0,)).predict_folder(phantom_dataset / "imagesTs",
+                                                                            tmp_path / "folder", ["T2"])
+    wrapped, folder = arrays(tmp_path / "wrapped"), arrays(tmp_path / "folder")
+    assert {name: a.tolist() for name, a in wrapped.items()} == {name: a.tolist() for name, a in folder.items()}
+
+
+def test_wrapping_needs_an_initialised_predictor():
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    with pytest.raises(ValueError, match="nnUNetPredictor is not initialised"):
+        MissingModalityPredictor.wrapping(nnUNetPredictor(device=torch.device("cpu")))

@@ -139,35 +139,54 @@ def check_trainer_importable(checkpoint_file: Path) -> None:
 
 
 class MissingModalityPredictor:
+    """nnU-Net's predictor with modalities left out. Built from a trained model folder, or wrapping an
+    ``nnUNetPredictor`` the user already holds (``MissingModalityPredictor.wrapping``)."""
+
     def __init__(self, model_folder: str | Path, folds, checkpoint: str = "checkpoint_final.pth",
                  device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True):
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         from nnunet_multimodal.evaluation.evaluate import read_dataset_json
 
-        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
-                                         device=torch.device(device), perform_everything_on_device=device == "cuda",
-                                         verbose=False, allow_tqdm=False)
+        predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
+                                    device=torch.device(device), perform_everything_on_device=device == "cuda",
+                                    verbose=False, allow_tqdm=False)
         # nnU-Net's own error for a malformed dataset.json names no file
         read_dataset_json(Path(model_folder) / "dataset.json")
         try:
-            self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+            predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
         except Exception:
             for fold in folds:  # nnU-Net's own error for a corrupt checkpoint does not name the file
                 read_checkpoint(Path(model_folder) / f"fold_{fold}" / checkpoint)
             check_trainer_importable(Path(model_folder) / f"fold_{folds[0]}" / checkpoint)
             raise
-        configuration = self.predictor.configuration_manager
+        self._adopt(predictor, Path(model_folder).name,
+                    trained_with_modality_dropout(Path(model_folder), folds[0], checkpoint))
+
+    @classmethod
+    def wrapping(cls, predictor, trained_with_dropout: bool = False) -> MissingModalityPredictor:
+        """Missing-modality prediction with an ``nnUNetPredictor`` already initialised (from a model folder or by
+        ``manual_initialization``). ``trained_with_dropout``: the model learnt with modality dropout, so zeros for a
+        missing modality are what it saw in training (networks taking an availability mask need not say)."""
+        if predictor.network is None:
+            raise ValueError("the nnUNetPredictor is not initialised: call initialize_from_trained_model_folder or "
+                             "manual_initialization first")
+        wrapper = cls.__new__(cls)
+        wrapper._adopt(predictor, predictor.trainer_name, trained_with_dropout)
+        return wrapper
+
+    def _adopt(self, predictor, model_name: str, trained_with_dropout: bool) -> None:
+        configuration = predictor.configuration_manager
         if configuration.previous_stage_name is not None:
-            raise ValueError(f"{Path(model_folder).name} is a cascade stage: its network also takes the segmentations "
+            raise ValueError(f"{model_name} is a cascade stage: its network also takes the segmentations "
                              f"of {configuration.previous_stage_name}, which nnunet-mm predict does not pass; predict "
                              f"it with nnUNetv2_predict -prev_stage_predictions (every modality present)")
-        self.network = self.predictor.network
-        channels = self.predictor.dataset_json["channel_names"]
+        self.predictor = predictor
+        self.network = predictor.network
+        channels = predictor.dataset_json["channel_names"]
         self.modalities = modality_labels([channels[k] for k in sorted(channels, key=int)])
-        self.file_ending = self.predictor.dataset_json["file_ending"]
-        self.trained_for_missing = (accepts_availability(unwrap_network(self.network))
-                                    or trained_with_modality_dropout(Path(model_folder), folds[0], checkpoint))
+        self.file_ending = predictor.dataset_json["file_ending"]
+        self.trained_for_missing = accepts_availability(unwrap_network(self.network)) or trained_with_dropout
 
     def resolve_missing(self, names) -> set[int]:
         unknown = sorted(set(names) - set(self.modalities))
