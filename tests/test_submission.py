@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
 from nnunet_multimodal.data.phantoms import REGION_STYLE_LABELS, PhantomSpec, write_dataset
 from nnunet_multimodal.inference.output_folder import MANIFEST
 from nnunet_multimodal.submission import runner
-from nnunet_multimodal.submission.build import pinned_requirements
+from nnunet_multimodal.submission.build import pin, pinned_requirements
 from nnunet_multimodal.submission.runner import CaseError, InputCase, check_channels, find_cases, stage_case
 
 needs_shared = pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is absent (users' clones)")
@@ -357,6 +358,39 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split(None, 1)) for line in lines]
 
 
+def test_a_cuda_build_of_torch_keeps_its_tag_and_gets_pytorchs_index():
+    assert pin("torch", "2.11.0+cu130") == ("torch==2.11.0+cu130", "https://download.pytorch.org/whl/cu130")
+
+
+def test_a_rocm_build_of_torch_gets_pytorchs_rocm_index():
+    assert pin("torch", "2.9.1+rocm6.4") == ("torch==2.9.1+rocm6.4", "https://download.pytorch.org/whl/rocm6.4")
+
+
+def test_a_cpu_build_gets_pypis_build_which_also_runs_on_a_gpu():
+    assert pin("torch", "2.14.1+cpu") == ("torch==2.14.1", None)
+
+
+def test_pypis_own_builds_need_no_other_index():
+    assert pin("nnunetv2", "2.8.1") == ("nnunetv2==2.8.1", None)
+
+
+def test_a_cuda_tagged_torch_puts_its_index_first_in_the_requirements(monkeypatch):
+    from importlib import metadata
+
+    real = metadata.distribution
+
+    def cuda_torch(name):
+        dist = real(name)
+        if name != "torch":
+            return dist
+        return SimpleNamespace(metadata={"Name": "torch"}, version=f"{dist.version}+cu130", requires=dist.requires)
+
+    monkeypatch.setattr(metadata, "distribution", cuda_torch)
+    lines = pinned_requirements()
+    assert lines[0] == "--extra-index-url https://download.pytorch.org/whl/cu130"
+    assert f"torch=={real('torch').version}+cu130" in lines
+
+
 def test_submission_folder_dockerfile_and_pins(generic_submission, inference_information):
     from importlib.metadata import version
 
@@ -376,12 +410,13 @@ def test_submission_folder_dockerfile_and_pins(generic_submission, inference_inf
     assert Path(entry[1]) == Path(workdir) / "run_submission.py"
     assert json.loads(dict(instructions)["CMD"]) == ["-i", "/input", "-o", "/output"]
 
-    pins = [line for line in (generic_submission / "requirements.txt").read_text().splitlines() if line[:1] != "#"]
+    lines = [line for line in (generic_submission / "requirements.txt").read_text().splitlines() if line[:1] != "#"]
+    pins = [line for line in lines if not line.startswith("--extra-index-url ")]
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", p) for p in pins), pins
     assert f"nnunetv2=={version('nnunetv2')}" in pins
-    assert f"torch=={version('torch').split('+')[0]}" in pins
+    assert f"torch=={pin('torch', version('torch'))[0].split('==')[1]}" in pins
     assert not any(p.startswith("nnunet-multimodal") for p in pins)
-    assert pins == pinned_requirements()
+    assert lines == pinned_requirements()
     pyproject = (generic_submission / "plugin" / "pyproject.toml").read_text()
     assert '"nnunet_multimodal.trainers"' in pyproject
     assert '"nnunet_multimodal.submission"' in pyproject

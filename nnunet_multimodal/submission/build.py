@@ -113,15 +113,29 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
+PYTORCH_INDEX = "https://download.pytorch.org/whl/{build}"
+
+
+def pin(name: str, version: str) -> tuple[str, str | None]:
+    """``name==version`` and the package index it needs, if any. A CUDA or ROCm build of PyTorch (``+cu130``,
+    ``+rocm6.4``) keeps its local tag and gets PyTorch's index for that build: its CUDA runtime packages are pinned
+    too, and PyPI's build of the same version may need other ones. Other local tags (``+cpu``) are dropped, so the
+    container gets PyPI's build, which also runs on a GPU."""
+    public, _, local = version.partition("+")
+    if local.startswith(("cu", "rocm")):
+        return f"{name}=={version}", PYTORCH_INDEX.format(build=local)
+    return f"{name}=={public}", None
+
+
 def pinned_requirements(root: str = "nnunet-multimodal") -> list[str]:
-    """``name==version`` for every installed distribution that ``root`` needs, transitively (extras left out;
-    local build tags such as ``+cpu`` dropped, so the container gets the index's build)."""
+    """requirements.txt lines: ``name==version`` for every installed distribution that ``root`` needs,
+    transitively (extras left out), after an ``--extra-index-url`` line for each PyTorch build index they need."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    pins, queue, seen = {}, [root], set()
+    pins, indexes, queue, seen = {}, set(), [root], set()
     while queue:
         name = canonicalize_name(queue.pop())
         if name in seen:
@@ -132,12 +146,13 @@ def pinned_requirements(root: str = "nnunet-multimodal") -> list[str]:
         except PackageNotFoundError:
             continue        # not needed on this platform (its marker was false when it was installed)
         if name != canonicalize_name(root):
-            pins[name] = f"{dist.metadata['Name']}=={dist.version.split('+')[0]}"
+            pins[name], index = pin(dist.metadata["Name"], dist.version)
+            indexes.update([index] if index else [])
         for line in dist.requires or []:
             requirement = Requirement(line)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 queue.append(requirement.name)
-    return [pins[k] for k in sorted(pins)]
+    return [f"--extra-index-url {index}" for index in sorted(indexes)] + [pins[k] for k in sorted(pins)]
 
 
 def plugin_packages() -> dict[str, Path]:
