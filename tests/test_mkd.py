@@ -160,6 +160,18 @@ def test_mkd_prepare_keeps_the_assistants_own_normalisation(workspace, mkd_assis
     assert len(cases) == 8
 
 
+def test_mkd_prepare_writes_the_probability_ensemble_for_a_label_dataset(mkd_assistant):
+    knobs = json.loads(mkd_assistant.read_text())["configurations"]["2d"]["multimodal"]["mkd"]
+    assert knobs == {"ensemble": "softmax_probabilities"}
+
+
+def test_a_region_dataset_gets_the_sigmoid_ensemble():
+    from nnunet_multimodal.data.mkd_assistant import probability_ensemble
+
+    regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2]}
+    assert probability_ensemble(regions) == "sigmoid_probabilities"
+
+
 def test_find_assistant_errors(workspace, nnunet_paths, phantom_dataset, mkd_assistant, tmp_path):
     plans = json.loads(mkd_assistant.read_text())
     dataset_json = json.loads((phantom_dataset / "dataset.json").read_text())
@@ -297,8 +309,9 @@ def test_mkd_predicts_with_the_ensemble(workspace, nnunet_paths, phantom_dataset
     network.load_state_dict(predictor.list_of_parameters[0])
     network.eval()
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.allclose(network(x), (network.target(x) + network.assistant(x)) / 2)
+    with torch.no_grad():  # mkd-prepare's plans ask for the mean of the probabilities
+        mean_probabilities = (torch.softmax(network.target(x), 1) + torch.softmax(network.assistant(x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(network(x), 1), mean_probabilities)
 
 
 def _forced_foreground_rate(loader, batches: int = 3000) -> float:
