@@ -266,6 +266,7 @@ class FixedPredictor:
 
 def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(tmp_path):
     from nnunet_multimodal.evaluation.missing_sweep import evaluate_missing
+    from nnunet_multimodal.inference.output_folder import record_files_written
 
     reference = np.zeros((1, 8, 8), np.uint8)
     reference[0, :4, :4] = 1
@@ -276,6 +277,7 @@ def test_sweep_respects_the_ignore_label_writes_strict_json_and_csv_for_regions(
     stale = tmp_path / "out" / "predictions" / "A_B" / "gone.nii.gz"    # an earlier run's case, not in -ref
     stale.parent.mkdir(parents=True)
     sitk.WriteImage(sitk.GetImageFromArray(reference), str(stale))
+    record_files_written(stale.parent, [stale.name])                   # as that run's prediction recorded it
 
     table = evaluate_missing(FixedPredictor(prediction), tmp_path, tmp_path / "ref", tmp_path / "out",
                              [(1, 2), (2,)], ignore_label=3)

@@ -158,9 +158,10 @@ LAYOUTS: dict[str, Layout] = {
 def _labels_or_regions(dataset_json: dict) -> tuple[list, list | None]:
     from nnunet_multimodal.evaluation.evaluate import labels_or_regions_from_dataset_json
 
-    values = [tuple(map(int, v)) if isinstance(v, tuple) else int(v)
-              for v in labels_or_regions_from_dataset_json(dataset_json)]
     order = dataset_json.get("regions_class_order")
+    # compared as regions: a region of one label may be written 3 or [3]
+    values = [tuple(map(int, v)) if isinstance(v, tuple) else ((int(v),) if order else int(v))
+              for v in labels_or_regions_from_dataset_json(dataset_json)]
     return values, order and [int(v) for v in order]
 
 
