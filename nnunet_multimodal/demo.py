@@ -134,9 +134,11 @@ def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, da
 
     _say("[2/5] nnUNetv2_plan_and_preprocess, then nnunet-mm plans --tiny")
     plan_env = dict(env, nnUNet_n_proc_DA="1")  # nnU-Net's planner calls torch.set_num_threads with it
+    # -npfp 1: nnU-Net's default of 8 fingerprint workers, each a new process importing torch, takes longer than
+    # fingerprinting these 12 small cases (about 40 s more on 2 cores)
     run_console_script("planning", [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
-                                    DEMO_CONFIGURATION, "-np", "1", "--verify_dataset_integrity"], plan_env,
-                       logs / "plan.log")
+                                    DEMO_CONFIGURATION, "-np", "1", "-npfp", "1", "--verify_dataset_integrity"],
+                       plan_env, logs / "plan.log")
     run_console_script("tiny plans", [str(bin_dir / "nnunet-mm"), "plans", "-d", str(dataset_id), "-c",
                                       DEMO_CONFIGURATION, "--tiny", "-o", DEMO_PLANS], env, logs / "plans.log")
 

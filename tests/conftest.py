@@ -36,7 +36,7 @@ def phantom_dataset(workspace) -> Path:
     """A 2D 3-modality phantom (10 training, 2 test cases), planned, preprocessed and given tiny plans."""
     spec = PhantomSpec(shape=(64, 64), seed=1)
     raw = write_dataset(workspace.raw, DATASET_ID, "TestPhantom", spec, num_training=10, num_test=2)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "2d", "-np", "1"],
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "2d", "-np", "1", "-npfp", "1"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
     run_tool(["nnunet-mm", "plans", "-d", DATASET_ID, "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
     return raw
@@ -101,7 +101,7 @@ def mkd_assistant(workspace, phantom_dataset) -> Path:
     dataset_json = json.loads((raw / "dataset.json").read_text())
     dataset_json["channel_names"]["0"] = "CT"
     (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", MKD_ASSISTANT_ID, "-c", "2d", "-np", "1", "--no_pp"],
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", MKD_ASSISTANT_ID, "-c", "2d", "-np", "1", "-npfp", "1", "--no_pp"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
     run_tool(["nnunet-mm", "mkd-prepare", "-d", DATASET_ID, "-a", MKD_ASSISTANT_ID, "-p", TINY_PLANS],
              workspace.env)

@@ -65,7 +65,7 @@ def test_attention_maps_command(workspace, phantom_dataset, trained_cmsad_model,
 def test_region_dataset(workspace):
     raw = write_dataset(workspace.raw, 902, "RegionPhantom", PhantomSpec(shape=(48, 48), label_style="regions",
                                                                          seed=2), num_training=6)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "2d", "-np", "1"],
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "2d", "-np", "1", "-npfp", "1"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
     run_tool(["nnunet-mm", "plans", "-d", "902", "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
     fold = train_fold0(workspace, raw, CMSAD_TRAINER)

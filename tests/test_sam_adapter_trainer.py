@@ -26,7 +26,7 @@ TRAINER = "nnUNetTrainerSAMAdapter_tiny_2x5it_NoMirroring"
 def sam_region_dataset(workspace):
     spec = PhantomSpec(shape=(48, 48), modalities=("T1", "T1ce", "T2", "FLAIR"), label_style="regions", seed=3)
     raw = write_dataset(workspace.raw, DATASET, "SAMRegionPhantom", spec, num_training=6, num_test=1)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", DATASET, "-c", "2d", "-np", "1"],
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", DATASET, "-c", "2d", "-np", "1", "-npfp", "1"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
     # the tiny trainer defaults to random weights; these plans make it load a SAM-format file
     run_tool(["nnunet-mm", "plans", "-d", DATASET, "-c", "2d", "--tiny", "-o", SAM_PLANS, "--set",

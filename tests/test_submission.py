@@ -479,7 +479,7 @@ def brats_phantom_model(workspace) -> tuple[Path, Path]:
     (1,2,3)/(2,3)/(3,) in that order), trained 2 epochs with modality dropout."""
     spec = PhantomSpec(shape=(48, 48), modalities=("T1", "T1ce", "T2", "FLAIR"), label_style="regions", seed=3)
     raw = write_dataset(workspace.raw, BRATS_ID, "SubmissionBraTS", spec, num_training=6, num_test=2)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", BRATS_ID, "-c", "2d", "-np", "1"],
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", BRATS_ID, "-c", "2d", "-np", "1", "-npfp", "1"],
              dict(workspace.env, nnUNet_n_proc_DA="1"))
     run_tool(["nnunet-mm", "plans", "-d", BRATS_ID, "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
     run_tool(["nnUNetv2_train", BRATS_ID, "2d", "0", "-tr", DROPOUT_TRAINER, "-p", TINY_PLANS, "-device", "cpu"],
