@@ -156,8 +156,27 @@ def _note_unpredicted_references(summary: dict, reference_folder: str) -> None:
               f"and are not scored: {shown}", file=sys.stderr)
 
 
+def _check_evaluate_options(args) -> None:
+    """One option per concern: a challenge's --metrics brings its empty-mask values and lesion definition (BraTS:
+    chosen by --brats-task), so the options setting those for --metrics nnunet cannot come with it."""
+    if args.metrics != "nnunet":
+        given = [flag for flag, value in (("--convention", args.convention), ("--lesion-wise", args.lesion_wise),
+                                          ("--lesion-dilation", args.lesion_dilation),
+                                          ("--lesion-min-volume", args.lesion_min_volume)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)} set up --metrics nnunet; --metrics {args.metrics} uses its "
+                             f"challenge's empty-mask values and lesion definition: drop {', '.join(given)}"
+                             + (" (pick the task with --brats-task)" if args.metrics == "brats" else ""))
+    if args.brats_task and args.metrics != "brats":
+        raise ValueError("--brats-task sets the lesion parameters of --metrics brats: add --metrics brats")
+    if (args.lesion_dilation or args.lesion_min_volume) and not args.lesion_wise:
+        raise ValueError("--lesion-dilation and --lesion-min-volume set up the lesion-wise metrics: add --lesion-wise")
+
+
 def _cmd_evaluate(args) -> int:
+    from nnunet_multimodal.evaluation.brats_scorer import DEFAULT_BRATS_TASK
     from nnunet_multimodal.evaluation.evaluate import (
+        HEADLINE_METRICS,
         declared_labels,
         evaluate_folders,
         labels_or_regions_from_dataset_json,
@@ -176,16 +195,19 @@ def _cmd_evaluate(args) -> int:
         labels_or_regions, file_ending, ignore_label, declared = args.l, args.file_ending, None, None
     else:
         raise ValueError("pass -djfile dataset.json (labels and regions from it) or -l LABEL [LABEL ...]")
-    if (args.lesion_dilation or args.lesion_min_volume) and not args.lesion_wise:
-        raise ValueError("--lesion-dilation and --lesion-min-volume set up the lesion-wise metrics: add --lesion-wise")
+    _check_evaluate_options(args)
     lesions = LesionSettings(args.lesion_dilation, args.lesion_min_volume) if args.lesion_wise else None
-    summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention, lesions,
-                               ignore_label, args.np, declared=declared)
+    summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention or "nnunet",
+                               lesions, ignore_label, args.np, declared=declared, metrics=args.metrics,
+                               brats_task=args.brats_task or DEFAULT_BRATS_TASK)
     _note_unpredicted_references(summary, args.ref)
     paths = write_outputs(summary, args.o or args.pred)
     for name, mean in summary["mean"].items():
-        print(f"{name}: " + ", ".join(f"{m} {v:.4f}" for m, v in mean.items() if m in ("Dice", "HD95",
-                                                                                      "lesion_dice", "lesion_hd95")))
+        print(f"{name}: " + ", ".join(f"{m} {v:.4f}" for m, v in mean.items() if m in HEADLINE_METRICS))
+    for name, detection in summary.get("picai_detection", {}).items():
+        print(f"{name}: lesion sensitivity {detection['lesion_sensitivity']:.4f}, lesion precision "
+              f"{detection['lesion_precision']:.4f}, false positives per case "
+              f"{detection['false_positives_per_case']:.4f}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -198,14 +220,26 @@ def _add_evaluate(sub) -> None:
     p.add_argument("-l", nargs="+", type=int, help="labels to evaluate (without -djfile)")
     p.add_argument("--file-ending", default=".nii.gz", help="file ending without -djfile (default: .nii.gz)")
     p.add_argument("-o", help="output folder (default: the prediction folder)")
-    p.add_argument("--convention", choices=["nnunet", "brats"], default="nnunet",
-                   help="empty masks: nnunet = Dice NaN when both are empty, HD95 NaN when either is (means skip "
-                        "NaN); brats = Dice 1/HD95 0 when both are empty, HD95 374 when one is")
-    p.add_argument("--lesion-wise", action="store_true", help="add BraTS 2023-style lesion-wise Dice and HD95")
+    p.add_argument("--metrics", choices=["nnunet", "brats", "isles22", "picai"], default="nnunet",
+                   help="nnunet (default): nnU-Net's Dice and IoU, our HD95, volumes, optional lesion-wise metrics; "
+                        "brats: the BraTS 2023+ scorer's values (lesion-wise and legacy Dice/HD95, sensitivity, "
+                        "specificity, lesion counts, reference volume); isles22: ISLES'22's (Dice, absolute volume "
+                        "and lesion-count differences, lesion-wise F1); picai: PI-CAI's Dice and lesion detection "
+                        "on binary masks")
+    p.add_argument("--brats-task", choices=["GLI", "SSA", "PED", "MEN", "MET"],
+                   help="with --metrics brats: the challenge task whose lesion dilation and volume threshold to use "
+                        "(GLI, SSA, PED: 3 and 50 mm³; MEN: 1 and 50; MET: 1 and 2; default GLI)")
+    p.add_argument("--convention", choices=["nnunet", "brats"],
+                   help="--metrics nnunet, empty masks: nnunet (default) = Dice NaN when both are empty, HD95 NaN "
+                        "when either is (means skip NaN); brats = Dice 1/HD95 0 when both are empty, HD95 374 when "
+                        "one is")
+    p.add_argument("--lesion-wise", action="store_true",
+                   help="--metrics nnunet: add lesion-wise Dice and HD95 in the manner of BraTS 2023 (scipy "
+                        "components, our HD95); for the challenge's numbers use --metrics brats")
     p.add_argument("--lesion-dilation", type=int, default=0,
-                   help="dilation iterations grouping reference lesions and matching predictions (BraTS glioma: 3)")
+                   help="with --lesion-wise: dilation iterations grouping reference lesions and matching predictions")
     p.add_argument("--lesion-min-volume", type=float, default=0,
-                   help="reference lesions of at most this volume (mm³) are left out (BraTS 2023 glioma: 50)")
+                   help="with --lesion-wise: reference lesions of at most this volume (mm³) are left out")
     p.add_argument("-np", type=int, default=1, help="processes (default: 1)")
     p.set_defaults(func=_cmd_evaluate)
 

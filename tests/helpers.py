@@ -9,6 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
+
 from nnunet_multimodal.environment import env_with_plugin
 
 BIN = Path(sys.executable).parent
@@ -88,3 +91,26 @@ MAML_TRAINER = "nnUNetTrainerMAML_2x5it_NoMirroring"
 MKD_ASSISTANT_ID = 904
 MKD_PLANS = f"{TINY_PLANS}_mkd_Dataset{MKD_ASSISTANT_ID}_TestPhantomAssistant"
 MKD_TRAINER = "nnUNetTrainerMKD_2x5it_NoMirroring"
+MKD_FEEDBACK_TRAINER = "nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring"
+
+
+def write_case_folders(tmp_path, reference, prediction, spacing=(1.0, 1.0, 2.0)):
+    """One case as `nnunet-mm evaluate` reads it: ref/ and pred/ holding case.nii.gz at the sitk spacing given."""
+    for folder, array in (("ref", reference), ("pred", prediction)):
+        (tmp_path / folder).mkdir()
+        image = sitk.GetImageFromArray(array.astype(np.uint8))
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(tmp_path / folder / "case.nii.gz"))
+    return tmp_path / "ref", tmp_path / "pred"
+
+
+def cli_lesion_case(tmp_path):
+    """Two reference lesions on a 1 x 1 x 2 mm grid; the prediction finds one and adds one elsewhere."""
+    reference = np.zeros((6, 12, 12), np.uint8)
+    reference[1:3, 1:4, 1:4] = 1
+    reference[3:5, 7:10, 7:10] = 1
+    prediction = np.zeros_like(reference)
+    prediction[1:3, 2:5, 1:4] = 1                                  # finds the first lesion
+    prediction[4:6, 0:2, 10:12] = 1                                # and adds one elsewhere
+    return reference, prediction, write_case_folders(tmp_path, reference, prediction)
+

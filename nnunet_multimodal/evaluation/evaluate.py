@@ -24,11 +24,23 @@ from nnunet_multimodal.data.verify import (
     label_values,
     read_image,
 )
+from nnunet_multimodal.evaluation import isles22_scorer, picai_scorer
+from nnunet_multimodal.evaluation.brats_scorer import (
+    BRATS_TASKS,
+    DEFAULT_BRATS_TASK,
+    brats_region_metrics,
+)
 from nnunet_multimodal.evaluation.metrics import CONVENTIONS, LesionSettings, mask_metrics
 
 OUTPUT_NAMES = ("summary_nnunet_mm.json", "per_case_nnunet_mm.csv", "boxplots_nnunet_mm.png")
 WRITTEN_BY = "nnunet-mm evaluate"   # the JSON's mark: files of our names without it are someone else's
-SUMMARY_METRICS = ("Dice", "IoU", "HD95", "lesion_dice", "lesion_hd95")
+# nnunet: nnU-Net's Dice and IoU with our HD95 and lesion-wise metrics; the others: the values of that challenge's
+# official evaluation code (BraTS 2023+, ISLES'22, PI-CAI on binary masks)
+METRIC_SETS = ("nnunet", "brats", "isles22", "picai")
+# what the command prints and the box plots show, when present
+HEADLINE_METRICS = ("Dice", "HD95", "lesion_dice", "lesion_hd95", "LesionWise_Score_Dice", "LesionWise_Score_HD95",
+                    "Legacy_Dice", "Legacy_HD95", "absolute_volume_difference_ml", "absolute_lesion_count_difference",
+                    "lesion_F1")
 
 
 def labels_or_regions_from_dataset_json(dataset_json: dict) -> list[int | tuple[int, ...]]:
@@ -96,9 +108,23 @@ def check_declared(path: Path, segmentation: np.ndarray, declared: DeclaredLabel
                          f"dataset.json of these segmentations, or declare the values in its 'labels'")
 
 
+def challenge_metrics(metrics: str, brats_task: str, reference: np.ndarray, prediction: np.ndarray, spacing) -> dict:
+    """One label or region of one case, scored as the official evaluation code of ``metrics``' challenge does."""
+    if metrics == "brats":
+        return brats_region_metrics(reference, prediction, spacing, brats_task)
+    if metrics == "isles22":
+        return isles22_scorer.case_metrics(reference, prediction, spacing)
+    values = picai_scorer.case_metrics(reference, prediction, spacing)
+    del values["lesion_results"]  # one entry per lesion; the dataset's detection summary is made from the counts
+    return values
+
+
 def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions: list, convention: str,
                   lesions: LesionSettings | None, ignore_label: int | None = None,
-                  declared: DeclaredLabels | None = None) -> dict:
+                  declared: DeclaredLabels | None = None, metrics: str = "nnunet",
+                  brats_task: str = DEFAULT_BRATS_TASK) -> dict:
+    """Metrics per label or region of one case: ours (``mask_metrics``), or a challenge's (``challenge_metrics``;
+    ``brats_task`` gives the BraTS scorer's lesion parameters)."""
     reference, spacing = read_segmentation(reference_file)
     prediction, prediction_spacing = read_segmentation(prediction_file)
     if declared is not None:
@@ -108,12 +134,21 @@ def evaluate_case(reference_file: Path, prediction_file: Path, labels_or_regions
         raise ValueError(f"{prediction_file} (shape {prediction.shape}, spacing {prediction_spacing}) does not "
                          f"match its reference {reference_file} (shape {reference.shape}, spacing {spacing}); "
                          f"predict on the reference's images or resample the prediction onto them")
+    if metrics == "brats" and reference.ndim != 3:
+        raise ValueError(f"{reference_file} is a {reference.ndim}D image; the BraTS scorer scores 3D volumes: "
+                         f"evaluate it with --metrics nnunet")
     if ignore_label is not None:
         keep = reference != ignore_label
         reference, prediction = reference * keep, prediction * keep
-    metrics = {label_or_region_to_key(lr): mask_metrics(region_or_label_to_mask(reference, lr),
-                                                        region_or_label_to_mask(prediction, lr), spacing, convention,
-                                                        lesions) for lr in labels_or_regions}
+
+    def score(reference_mask, prediction_mask):
+        if metrics != "nnunet":
+            return challenge_metrics(metrics, brats_task, reference_mask, prediction_mask, spacing)
+        return mask_metrics(reference_mask, prediction_mask, spacing, convention, lesions)
+
+    metrics = {label_or_region_to_key(lr): score(region_or_label_to_mask(reference, lr),
+                                                 region_or_label_to_mask(prediction, lr))
+               for lr in labels_or_regions}
     return {"reference_file": str(reference_file), "prediction_file": str(prediction_file), "metrics": metrics}
 
 
@@ -144,12 +179,23 @@ def case_files(folder: Path, file_ending: str) -> list[Path]:
 def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path, labels_or_regions: list,
                      file_ending: str = ".nii.gz", convention: str = "nnunet", lesions: LesionSettings | None = None,
                      ignore_label: int | None = None, num_processes: int = 1, progress: bool = True,
-                     declared: DeclaredLabels | None = None) -> dict:
+                     declared: DeclaredLabels | None = None, metrics: str = "nnunet",
+                     brats_task: str = DEFAULT_BRATS_TASK) -> dict:
     """Every prediction in ``prediction_folder`` against the reference of the same name. References without a
     prediction are not scored (as in nnU-Net, which evaluates the predictions it finds): the summary lists them
-    under ``references_without_prediction``. With ``declared``, segmentations holding other values are refused."""
+    under ``references_without_prediction``. With ``declared``, segmentations holding other values are refused.
+    ``metrics="brats"``: the BraTS 2023+ scorer's values, with ``brats_task``'s lesion parameters and the
+    challenge's empty-mask values; ``"isles22"``, ``"picai"``: those challenges' values (``convention`` and
+    ``lesions`` belong to ``metrics="nnunet"``). PI-CAI's summary adds its dataset-level lesion detection."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if metrics not in METRIC_SETS:
+        raise ValueError(f"metrics must be one of {METRIC_SETS}, got {metrics!r}")
+    if brats_task not in BRATS_TASKS:
+        raise ValueError(f"BraTS task must be one of {sorted(BRATS_TASKS)}, got {brats_task!r}")
+    if metrics != "nnunet" and lesions is not None:
+        raise ValueError(f"lesion settings belong to metrics='nnunet'; metrics={metrics!r} follows its challenge's "
+                         f"lesion definition")
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
     predictions = case_files(prediction_folder, file_ending)
     if not predictions:
@@ -160,8 +206,8 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
                                 f"{missing[:5]}; pass the folder with the matching labels")
     predicted = {p.name for p in predictions}
     unpredicted = [p.name for p in case_files(reference_folder, file_ending) if p.name not in predicted]
-    jobs = [(reference_folder / p.name, p, labels_or_regions, convention, lesions, ignore_label, declared)
-            for p in predictions]
+    jobs = [(reference_folder / p.name, p, labels_or_regions, convention, lesions, ignore_label, declared, metrics,
+             brats_task) for p in predictions]
     from tqdm import tqdm
 
     if num_processes > 1:
@@ -169,7 +215,16 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
             per_case = list(tqdm(pool.imap(_evaluate_star, jobs), total=len(jobs), disable=not progress))
     else:
         per_case = [evaluate_case(*job) for job in tqdm(jobs, disable=not progress)]
-    return {**summarize(per_case, convention), "references_without_prediction": unpredicted}
+    summary = {**summarize(per_case, convention if metrics == "nnunet" else metrics), "metrics": metrics,
+               "references_without_prediction": unpredicted}
+    if metrics == "brats":
+        settings = BRATS_TASKS[brats_task]
+        summary["brats"] = {"task": brats_task, "lesion_dilation": settings.dilation,
+                            "lesion_min_volume_mm3": settings.min_volume}
+    if metrics == "picai":
+        summary["picai_detection"] = {key: picai_scorer.detection_summary(c["metrics"][key] for c in per_case)
+                                      for key in summary["mean"]}
+    return summary
 
 
 def json_safe(value):
@@ -226,7 +281,7 @@ def _box_plots(summary: dict, filename: Path) -> None:
     from nnunet_multimodal.figures import new_figure, save_figure
 
     keys = list(summary["mean"])
-    shown = [m for m in ("Dice", "HD95", "lesion_dice", "lesion_hd95") if keys and m in summary["mean"][keys[0]]]
+    shown = [m for m in HEADLINE_METRICS if keys and m in summary["mean"][keys[0]]]
     fig, axes = new_figure(1, len(shown), figsize=(4 * len(shown), 4), squeeze=False)
     for ax, metric in zip(axes[0], shown):
         data = [[c["metrics"][k][metric] for c in summary["metric_per_case"]
