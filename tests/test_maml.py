@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -10,6 +11,7 @@ from nnunet_multimodal.losses.mutual_learning import MutualLearningKL, predictio
 from nnunet_multimodal.networks.branches import branch_inputs, split_branches
 from nnunet_multimodal.networks.maml import MAMLNet, decode_grouped
 from nnunet_multimodal.networks.scff import availability_weights
+from nnunet_multimodal.networks.segmentation_head import SegmentationHead
 
 
 def make(dim=2, modalities=3, ds=True, kind="PlainConvUNet", **knobs):
@@ -140,6 +142,71 @@ def test_single_modality_uses_its_branch_head_when_asked():
     assert torch.allclose(out[1], fused[1])
     with pytest.raises(ValueError, match="single_modality_head"):
         make(single_modality_head="best")
+
+
+def test_fused_head_has_a_bias_only_when_asked():
+    head = SegmentationHead(torch.nn.Conv2d, 2, 1, bias=False)
+    head.seg_layers.weight.data = torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)
+    features = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
+    assert head(features).item() == 11.0                                    # 1*3 + 2*4
+    biased = SegmentationHead(torch.nn.Conv2d, 2, 1, bias=True)
+    biased.seg_layers.weight.data = head.seg_layers.weight.data.clone()
+    biased.seg_layers.bias.data = torch.tensor([0.5])
+    assert biased(features).item() == 11.5
+
+
+def test_fused_head_bias_is_off_by_default_as_in_the_authors_code():
+    assert "head.seg_layers.bias" not in dict(make().named_parameters())
+    assert "head.seg_layers.bias" in dict(make(fused_head_bias=True).named_parameters())
+
+
+@pytest.mark.parametrize("bad", [0, 1, "false", None])
+def test_fused_head_bias_must_be_true_or_false(bad):
+    with pytest.raises(ValueError, match="maml.fused_head_bias must be true or false"):
+        make(fused_head_bias=bad)
+
+
+@pytest.mark.parametrize("head_keys", ["head.seg_layers.", "head."])   # with and without the earlier head rename
+def test_weights_of_a_network_with_the_bias_load_and_predict_as_before(head_keys):
+    # nnU-Net's predictor builds from the model folder's plans, which do not say that a checkpoint predates the knob
+    old = make(fused_head_bias=True).eval()
+    old.head.seg_layers.bias.data = torch.tensor([0.5, -1.0, 2.0])
+    weights = {key.replace("head.seg_layers.", head_keys): value for key, value in old.state_dict().items()}
+    built_from_plans = make().eval()
+    built_from_plans.load_state_dict(weights)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(built_from_plans(x)[0], old(x)[0])
+    # the next fold of the same model folder may be trained without the bias
+    new = make().eval()
+    built_from_plans.load_state_dict(new.state_dict())
+    assert built_from_plans.head.seg_layers.bias is None
+
+
+def test_resuming_a_checkpoint_written_before_fused_head_bias_builds_the_bias(preprocessed_folder, nnunet_paths):
+    from test_base_trainer import make_trainer
+
+    from nnunet_multimodal.training.checkpointing import PLUGIN_KEY, CheckpointError
+    from nnunet_multimodal.training.maml import nnUNetTrainerMAML
+
+    def trainer_with_knobs(knobs):
+        plans = json.loads((preprocessed_folder / f"{TINY_PLANS}.json").read_text())
+        plans["configurations"]["2d"]["multimodal"] = {"maml": knobs}
+        plans["continue_training"] = False
+        dataset_json = json.loads((preprocessed_folder / "dataset.json").read_text())
+        return nnUNetTrainerMAML(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
+
+    writer = trainer_with_knobs({"fused_head_bias": True})
+    writer.initialize()
+    old = copy.deepcopy(writer.checkpoint_payload())
+    del old[PLUGIN_KEY]["knobs"]["architecture"]["fused_head_bias"]     # as checkpoints before the knob record it
+
+    resumed = make_trainer(nnUNetTrainerMAML, preprocessed_folder)    # plans without the knob
+    resumed.load_checkpoint(old)
+    assert torch.equal(resumed.network.head.seg_layers.bias, writer.network.head.seg_layers.bias)
+    assert resumed.effective_knobs()["architecture"]["fused_head_bias"] is True
+    with pytest.raises(CheckpointError, match="'fused_head_bias': True.*in the checkpoint.*'fused_head_bias': False"):
+        trainer_with_knobs({"fused_head_bias": False}).load_checkpoint(old)
 
 
 def test_every_parameter_in_the_graph_with_masks():

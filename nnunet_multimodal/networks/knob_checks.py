@@ -25,3 +25,10 @@ def fraction(value, knob: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
         raise ValueError(f"{knob} must be a number in (0, 1], got {value!r}")
     return value
+
+
+def boolean(value, knob: str) -> bool:
+    """true or false in the plans' JSON; not 0/1 or a string, which would read as a different switch."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{knob} must be true or false, got {value!r}")
+    return value

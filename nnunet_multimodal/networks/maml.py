@@ -2,11 +2,13 @@
 
 One U-Net per modality at ``branch_width`` of the plans' features (encoders run as one grouped encoder; each
 modality has its own nnU-Net decoder) gives its last decoder feature map F_m and its own deep-supervised logits.
-Fusion and modality-aware (MA) attention:
-    F_f = conv3x3(concat_m F_m)                                  (no norm, no nonlinearity)
-    A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([F_m; F_f])))))    (voxel- and channel-wise weights)
-    fused logits = conv1x1( (M/|S|) * sum_{m in S} A_m * F_m )   (S: the available modalities)
-Absent modalities are masked out of F_f and of the sum by multiplication (every parameter stays in the graph).
+Fusion and modality-aware (MA) attention, on the branch features rescaled by availability first,
+G_m = w_m * F_m with w_m = M/|S| for m in S (the available modalities) and 0 otherwise:
+    F_f = conv3x3(concat_m G_m)                                  (no norm, no nonlinearity)
+    A_m = sigmoid(conv3x3(nonlin(norm(conv3x3([G_m; F_f])))))    (voxel- and channel-wise weights)
+    fused logits = conv1x1(sum_m A_m * G_m)                      (no bias unless fused_head_bias)
+Absent modalities are masked out by multiplication (every parameter stays in the graph); with all of them present
+w_m = 1 and this is the authors' network.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nnunet_multimodal.networks.branches import (
     split_branches,
 )
 from nnunet_multimodal.networks.broadcast import trailing_singletons
+from nnunet_multimodal.networks.knob_checks import boolean
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.networks.scff import availability_weights
 from nnunet_multimodal.networks.segmentation_head import SegmentationHead
@@ -48,7 +51,12 @@ DEFAULT_KNOBS = {
     # instance norms through PyTorch's group-norm kernel: "auto" on the CPU only (measured faster there), "group_norm"
     # on every device, "stock" never (networks/instance_norm.py; read by the trainer building the architecture)
     "instance_norm": "auto",
+    # the fused 1x1 output convolution without a bias, as in the authors' code (seg_output_use_bias=False)
+    "fused_head_bias": False,
 }
+# what the networks of checkpoints written before a knob existed were built with; their checkpoints record no value
+# for it (the trainer builds these values for them, training/base.py)
+KNOBS_BEFORE_RECORDED = {"fused_head_bias": True}
 HEADS = ("fused", "branch")
 
 
@@ -130,7 +138,8 @@ class MAMLNet(nn.Module):
         self.modality_aware = ModalityAwareModules(conv, architecture.norm_op, architecture.norm_op_kwargs,
                                                    architecture.nonlin, architecture.nonlin_kwargs, num_modalities, c,
                                                    convolutions)
-        self.head = SegmentationHead(conv, c, num_classes)
+        self.head = SegmentationHead(conv, c, num_classes,
+                                     bias=boolean(knobs["fused_head_bias"], "maml.fused_head_bias"))
         self.apply(architecture.initializer())
 
     def set_deep_supervision(self, enabled: bool) -> None:

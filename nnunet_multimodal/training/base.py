@@ -32,8 +32,9 @@ from nnunet_multimodal.training.checkpointing import (
     check_plugin_checkpoint,
     plugin_stamp,
     read_checkpoint,
+    unrecorded_knobs,
 )
-from nnunet_multimodal.training.knobs import read_knobs
+from nnunet_multimodal.training.knobs import knobs_in_plans, read_knobs, with_knobs
 from nnunet_multimodal.training.loss_terms import LossTerm
 from nnunet_multimodal.training.modality_dropout import accepts_availability, sample_availability, zero_unavailable
 from nnunet_multimodal.training.plotting import plot_loss_terms
@@ -72,6 +73,8 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
     extra_loss_terms: tuple[LossTerm, ...] = ()
     modality_dropout_p: float = 0.0
     trainer_knob_names: tuple[str, ...] = ()
+    # architecture knobs added after checkpoints were written: {name: the value those checkpoints' networks had}
+    knobs_before_recorded: dict = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -337,16 +340,31 @@ class nnUNetTrainerMultiModalBase(nnUNetTrainer):
         for name, (old, new) in changed.items():
             self.print_to_log_file(f"resuming with {name} = {new} (the checkpoint was trained with {old})")
 
+    def build_unrecorded_knobs_as_written(self, unrecorded: dict) -> None:
+        """Knobs a checkpoint predates take the values its network was built with, where the plans leave them
+        unset, so that resuming or validating it builds that network (plans that set one to another value are
+        refused by check_checkpoint_knobs, as for any architecture knob)."""
+        configuration = self.configuration_manager.configuration
+        unset = {k: v for k, v in unrecorded.items() if k not in knobs_in_plans(configuration, self.knob_section)}
+        if unset:
+            self.configuration_manager = ConfigurationManager(with_knobs(configuration, self.knob_section, unset))
+            self.print_to_log_file(f"the checkpoint predates the knobs {unset}: building its network with them")
+
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         # nnU-Net 2.8.1's own load_checkpoint fails on a dict argument (unbound local); this one takes both.
-        if not self.was_initialized:
-            self.initialize()
         if isinstance(filename_or_checkpoint, dict):
             checkpoint, source = filename_or_checkpoint, "<checkpoint dict>"
         else:
             checkpoint, source = read_checkpoint(filename_or_checkpoint, self.device), str(filename_or_checkpoint)
         check_plugin_checkpoint(checkpoint, self.__class__.__name__, source)
-        self.check_checkpoint_knobs(checkpoint[PLUGIN_KEY].get("knobs", {}), source)
+        written = checkpoint[PLUGIN_KEY].get("knobs", {})
+        unrecorded = unrecorded_knobs(written, self.knobs_before_recorded)
+        if not self.was_initialized:  # nnU-Net's --c and --val load before initialising: build the checkpoint's network
+            self.build_unrecorded_knobs_as_written(unrecorded)
+            self.initialize()
+        if unrecorded:
+            written = {**written, "architecture": {**unrecorded, **written["architecture"]}}
+        self.check_checkpoint_knobs(written, source)
 
         network = unwrap_network(self.network)
         weights = {k[7:] if k.startswith("module.") and k not in network.state_dict() else k: v

@@ -56,6 +56,14 @@ def read_checkpoint(filename: str | os.PathLike, map_location="cpu") -> dict:
 WEIGHT_SHAPING_KNOBS = ("modalities", "architecture")
 
 
+def unrecorded_knobs(written: dict, knobs_before_recorded: dict) -> dict:
+    """The architecture knobs a checkpoint predates (its record has no value for them), at the values networks were
+    built with before the knobs existed; none for a record without architecture knobs."""
+    if "architecture" not in written:
+        return {}
+    return {name: value for name, value in knobs_before_recorded.items() if name not in written["architecture"]}
+
+
 def changed_knobs(written: dict, current: dict) -> dict[str, tuple]:
     """{knob: (in the checkpoint, now)} for every knob that differs, the plugin version aside."""
     return {name: (written.get(name), current.get(name)) for name in sorted(set(written) | set(current))

@@ -14,7 +14,7 @@ def read_knobs(configuration: dict, section: str | None, defaults: dict) -> dict
     section a method rejects unknown names, so a typo fails loudly instead of being silently ignored."""
     if section is None:
         return {}
-    given = (configuration.get(PLANS_KEY) or {}).get(section) or {}
+    given = knobs_in_plans(configuration, section)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(
@@ -24,3 +24,16 @@ def read_knobs(configuration: dict, section: str | None, defaults: dict) -> dict
     merged = deepcopy(defaults)
     merged.update(deepcopy(given))
     return merged
+
+
+def knobs_in_plans(configuration: dict, section: str) -> dict:
+    """The knobs a configuration's plans set in one method section, without defaults."""
+    return (configuration.get(PLANS_KEY) or {}).get(section) or {}
+
+
+def with_knobs(configuration: dict, section: str, knobs: dict) -> dict:
+    """A copy of the configuration whose method section also sets ``knobs``."""
+    configuration = deepcopy(configuration)
+    configuration[PLANS_KEY] = {**(configuration.get(PLANS_KEY) or {}),
+                                section: {**knobs_in_plans(configuration, section), **knobs}}
+    return configuration

@@ -6,7 +6,7 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
 from nnunet_multimodal.losses.mutual_learning import MutualLearningKL
-from nnunet_multimodal.networks.maml import DEFAULT_KNOBS, MAMLNet
+from nnunet_multimodal.networks.maml import DEFAULT_KNOBS, KNOBS_BEFORE_RECORDED, MAMLNet
 from nnunet_multimodal.networks.plans_architecture import PlansArchitecture
 from nnunet_multimodal.training.base import nnUNetTrainerMultiModalBase
 from nnunet_multimodal.training.deprecated_names import deprecated_alias
@@ -26,6 +26,7 @@ class nnUNetTrainerMAML(nnUNetTrainerMultiModalBase):
     min_modalities = 2
     knob_section = "maml"
     default_knobs = DEFAULT_KNOBS
+    knobs_before_recorded = KNOBS_BEFORE_RECORDED
     modality_dropout_p = 0.25
     extra_loss_terms = (LossTerm("branches", weight=1.0), LossTerm("mutual", weight=0.0))
     kl_temperature: float = 1.0
