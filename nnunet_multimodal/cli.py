@@ -136,7 +136,7 @@ def _cmd_convert(args) -> int:
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="challenge data -> nnU-Net raw dataset, resampled and verified")
-    p.add_argument("format", choices=["brats", "brats2023", "msd", "picai", "isles22", "mmwhs"],
+    p.add_argument("format", choices=["brats", "brats2023", "brats2024", "msd", "picai", "isles22", "mmwhs"],
                    help="source layout (see docs/data/)")
     p.add_argument("source", help="the source folder (BraTS case folders' parent, MSD TaskXX_Name, ISLES'22 BIDS "
                                   "root, PI-CAI folder with images/ and annotations/, MM-WHS folder with ct_train/ "

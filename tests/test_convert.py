@@ -189,6 +189,57 @@ def test_brats_2023_regions(tmp_path):
                           array(source / "BraTS-00001" / "BraTS-00001-seg.nii.gz"))
 
 
+BRATS_2024_KEYS = ("t1n", "t1c", "t2w", "t2f")
+
+
+def test_brats_2024_keeps_labels_and_trains_the_scorers_six_regions(tmp_path):
+    source = brats_layout(tmp_path / "src", "-", BRATS_2024_KEYS, (0, 1, 2, 3, 4))
+    folder, _ = convert("brats2024", source, tmp_path / "raw", 227)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "T1", "1": "T1C", "2": "T2W", "3": "T2F"}
+    # BraTS-2024-Metrics metrics_GLI.py get_TissueWiseSeg: WT 1-3 and TC 1,3 leave the resection cavity (4) out
+    assert dataset_json["labels"] == {"background": 0, "WT": [1, 2, 3], "SNFH": [2], "TC": [1, 3], "NETC": [1],
+                                      "ET": [3], "RC": [4]}
+    assert dataset_json["regions_class_order"] == [2, 2, 1, 1, 3, 4]
+    assert np.array_equal(array(folder / "labelsTr" / "BraTS-00001.nii.gz"),
+                          array(source / "BraTS-00001" / "BraTS-00001-seg.nii.gz"))
+
+
+def test_brats_2024_regions_decode_back_to_the_labels(tmp_path):
+    """nnU-Net's training targets of the converted labels, decoded as nnU-Net's predictor decodes regions."""
+    import torch
+    from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    source = brats_layout(tmp_path / "src", "-", BRATS_2024_KEYS, (0, 1, 2, 3, 4))
+    folder, _ = convert("brats2024", source, tmp_path / "raw", 227)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    manager = LabelManager(dataset_json["labels"], dataset_json["regions_class_order"])
+    labels = array(folder / "labelsTr" / "BraTS-00000.nii.gz")
+    targets = ConvertSegmentationToRegionsTransform(manager.foreground_regions)(
+        segmentation=torch.from_numpy(labels[None].astype(np.int16)))["segmentation"]
+    decoded = manager.convert_probabilities_to_segmentation(targets.float().numpy())
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4}
+    assert np.array_equal(decoded, labels)
+
+
+def test_brats_2023_on_2024_data_names_brats2024_even_with_skip_bad(tmp_path, monkeypatch, capsys):
+    source = brats_layout(tmp_path / "src", "-", BRATS_2024_KEYS, (0, 1, 2, 3, 4))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    assert main(["convert", "brats2023", str(source), "-d", "226", "--skip-bad"]) == 2
+    error = capsys.readouterr().err
+    assert "BraTS-00000-seg.nii.gz has label values [4]" in error
+    assert "convert this folder with `nnunet-mm convert brats2024`" in error
+    assert not list((tmp_path / "raw").iterdir())
+
+
+def test_brats_2023_names_no_other_format_for_unknown_values(tmp_path):
+    source = brats_layout(tmp_path / "src", "-", BRATS_2024_KEYS, (0, 4, 5))
+    with pytest.raises(ConversionError, match=r"label values \[4, 5\]; the brats2023 format defines") as error:
+        convert("brats2023", source, tmp_path / "raw", 226)
+    assert "brats2024" not in str(error.value)
+
+
 def test_mmwhs_two_datasets_with_one_label_map(tmp_path, monkeypatch, capsys):
     for modality, spacing in (("ct", (0.4, 0.4, 0.6)), ("mr", (1.0, 1.0, 1.0))):
         label = np.zeros((6, 8, 8), np.uint16)

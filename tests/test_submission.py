@@ -168,6 +168,31 @@ def test_brats2023_case_staged_in_channel_order(tmp_path):
         assert np.array_equal(array(staged[channel]), volumes[key])
 
 
+def test_brats2024_prediction_keeps_the_case_name_and_the_labels(tmp_path):
+    for key in ("t1n", "t1c", "t2w", "t2f", "seg"):
+        touch(tmp_path / "in" / "BraTS-GLI-02000-100" / f"BraTS-GLI-02000-100-{key}.nii.gz")
+    (case,), failures = find_cases("brats2024", tmp_path / "in", tmp_path / "out", 4, ".nii.gz")
+    assert failures == {}
+    # the 2024 validation matches a prediction to its case by the name's end, (\d{5}-\d{3})\.nii\.gz
+    assert case.output == tmp_path / "out" / "BraTS-GLI-02000-100.nii.gz"
+    assert runner.label_lookup(LAYOUTS["brats2024"]).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_only_a_brats2024_model_fits_the_brats2024_layout():
+    channels = {"0": "T1", "1": "T1C", "2": "T2W", "3": "T2F"}
+    converted_2024 = {"channel_names": channels, "regions_class_order": [2, 2, 1, 1, 3, 4],
+                      "labels": {"background": 0, "WT": [1, 2, 3], "SNFH": [2], "TC": [1, 3], "NETC": [1],
+                                 "ET": [3], "RC": [4]}}
+    converted_2023 = {"channel_names": channels, "regions_class_order": [2, 1, 3],
+                      "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3],
+                                 "enhancing tumor": [3]}}
+    assert model_fits_layout(LAYOUTS["brats2024"], converted_2024) == []
+    (problem,) = model_fits_layout(LAYOUTS["brats2024"], converted_2023)
+    assert "(4,)" in problem
+    (problem,) = model_fits_layout(LAYOUTS["brats2023"], converted_2024)
+    assert "[2, 2, 1, 1, 3, 4]" in problem
+
+
 # --- real challenge cases (../shared/data) -----------------------------------------------------------------
 
 @needs_shared

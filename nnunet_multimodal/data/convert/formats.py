@@ -23,6 +23,19 @@ from nnunet_multimodal.data.grid import same_grid
 from nnunet_multimodal.data.verify import FRACTIONAL_LABEL_FIX, label_values
 
 
+class WrongFormat(ConversionError):
+    """The source holds another format's data: a mistake about the whole folder, which --skip-bad must not hide."""
+
+
+@dataclass(frozen=True)
+class OtherFormatValues:
+    """Label values that only another format defines: a source holding them was given the wrong format."""
+
+    values: frozenset[int]
+    meaning: str        # what the values are in the other format
+    format_name: str
+
+
 @dataclass(frozen=True)
 class Format:
     """A converter: a layout of the shared table (file naming, channels, label convention) and the dataset it
@@ -31,6 +44,7 @@ class Format:
     layout: Layout
     default_dataset_name: str
     description: str
+    other_format_values: OtherFormatValues | None = None
 
     @property
     def name(self) -> str:
@@ -56,7 +70,12 @@ FORMATS = {
                     "BraTS 2018-2021 gliomas; labels 0/1/2/4 -> 0/2/1/3 and WT/TC/ET regions as in nnU-Net's "
                     "Dataset137_BraTS21"),
     "brats2023": Format(LAYOUTS["brats2023"], "BraTS2023",
-                        "BraTS 2023+ gliomas (channel names as nnU-Net's Dataset226); WT/TC/ET regions"),
+                        "BraTS 2023+ gliomas (channel names as nnU-Net's Dataset226); WT/TC/ET regions",
+                        OtherFormatValues(frozenset({4}), "the resection cavity (RC) of BraTS 2024 post-treatment "
+                                                          "gliomas", "brats2024")),
+    "brats2024": Format(LAYOUTS["brats2024"], "BraTS2024",
+                        "BraTS 2024 post-treatment gliomas (labels as nnU-Net's Dataset226: 1 NETC, 2 SNFH, 3 ET, "
+                        "4 RC); the BraTS 2024 scorer's WT/TC/NETC/SNFH/ET/RC as regions"),
     "mmwhs_ct": Format(LAYOUTS["mmwhs_ct"], "MMWHS_CT", MMWHS_NOTE),
     "mmwhs_mr": Format(LAYOUTS["mmwhs_mr"], "MMWHS_MR", MMWHS_NOTE),
 }
@@ -83,6 +102,10 @@ def convert_case(case: LayoutCase, fmt: Format, report: ConversionReport) -> tup
     if fractional:
         raise ConversionError(f"{case.label} has non-integer label values {fractional}; {FRACTIONAL_LABEL_FIX}")
     unexpected = sorted(values - set(layout.allowed_label_values))
+    other = fmt.other_format_values
+    if unexpected and other is not None and set(unexpected) <= other.values:
+        raise WrongFormat(f"{case.label} has label values {unexpected}, {other.meaning}, which the {fmt.name} format "
+                          f"does not define: convert this folder with `nnunet-mm convert {other.format_name}`")
     if unexpected:
         raise ConversionError(f"{case.label} has label values {unexpected}; the {fmt.name} format defines "
                               f"{list(layout.allowed_label_values)}")
@@ -133,6 +156,8 @@ def convert(fmt_name: str, source: str | Path, raw_folder: str | Path, dataset_i
         for case in tqdm(cases, desc=f"converting {fmt.name}", disable=not progress):
             try:
                 images, label = convert_case(case, fmt, report)
+            except WrongFormat as e:
+                raise WrongFormat(f"case {case.case}: {e}") from e
             except ConversionError as e:
                 if not skip_bad:
                     raise ConversionError(f"case {case.case}: {e} (pass --skip-bad to convert the other cases "

@@ -116,6 +116,12 @@ class Layout:
 BRATS_REGIONS_2021 = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
 # BraTS 2023+ GLI labels: 1 NETC, 2 SNFH (edema), 3 ET; WT = {1,2,3}, TC = {1,3}, ET = {3}
 BRATS_REGIONS_2023 = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3]}
+# BraTS 2024 post-treatment GLI labels: 1 NETC, 2 SNFH, 3 ET, 4 RC (resection cavity). Its scorer
+# (BraTS-2024-Metrics, metrics_GLI.py) reports WT = {1,2,3}, TC = {1,3} (the cavity is in neither), NETC, SNFH, ET
+# and RC; all six are trained as regions, so nnU-Net's validation, find_best_configuration and `nnunet-mm evaluate`
+# score what the challenge scores. Listed from the outside in, each nested region after the one holding it
+# (SNFH = WT outside TC, NETC = TC outside ET), so that decoding lets the inner region's decision win, then RC.
+BRATS_REGIONS_2024 = {"background": 0, "WT": [1, 2, 3], "SNFH": [2], "TC": [1, 3], "NETC": [1], "ET": [3], "RC": [4]}
 # MM-WHS label values: myocardium 205, left atrium 420 (421 in one public MR label, same structure), left
 # ventricle 500, right atrium 550, right ventricle 600, ascending aorta 820, pulmonary artery 850
 MMWHS_MAP = {0: 0, 205: 1, 420: 2, 421: 2, 500: 3, 550: 4, 600: 5, 820: 6, 850: 7}
@@ -150,6 +156,11 @@ LAYOUTS: dict[str, Layout] = {
                         ".nii.gz", label="{folder}/{stem}-seg.nii.gz", prediction="{stem}.nii.gz",
                         labels=BRATS_REGIONS_2023, allowed_label_values=(0, 1, 2, 3), regions_class_order=(2, 1, 3),
                         co_registered=True),
+    # BraTS 2024 post-treatment gliomas: the 2023 files plus the resection cavity label 4, kept as it is
+    "brats2024": Layout("brats2024", "", "*", ("t1n", "t1c", "t2w", "t2f"), ("T1", "T1C", "T2W", "T2F"), "-",
+                        ".nii.gz", label="{folder}/{stem}-seg.nii.gz", prediction="{stem}.nii.gz",
+                        labels=BRATS_REGIONS_2024, allowed_label_values=(0, 1, 2, 3, 4),
+                        regions_class_order=(2, 2, 1, 1, 3, 4), co_registered=True),
     "mmwhs_ct": _mmwhs("ct"),
     "mmwhs_mr": _mmwhs("mr"),
 }
