@@ -196,6 +196,10 @@ def _cmd_evaluate(args) -> int:
     else:
         raise ValueError("pass -djfile dataset.json (labels and regions from it) or -l LABEL [LABEL ...]")
     _check_evaluate_options(args)
+    if args.metrics == "brats" and any(4 in (lr if isinstance(lr, tuple) else (lr,)) for lr in labels_or_regions):
+        print("nnunet-mm evaluate: note: label 4 (BraTS 2024's resection cavity) is scored with the BraTS 2023 "
+              "scorer's rules; the 2024 post-treatment scorer also merges lesions across sub-regions and uses "
+              "other volume thresholds, so its values can differ (docs/evaluation.md)", file=sys.stderr)
     lesions = LesionSettings(args.lesion_dilation, args.lesion_min_volume) if args.lesion_wise else None
     summary = evaluate_folders(args.ref, args.pred, labels_or_regions, file_ending, args.convention or "nnunet",
                                lesions, ignore_label, args.np, declared=declared, metrics=args.metrics,

@@ -17,7 +17,7 @@ from nnunetv2.evaluation.evaluate_predictions import region_or_label_to_mask
 from scipy import ndimage
 
 from nnunet_multimodal.cli import main
-from nnunet_multimodal.data.convert.layouts import BRATS_REGIONS_2023
+from nnunet_multimodal.data.convert.layouts import BRATS_REGIONS_2023, BRATS_REGIONS_2024
 from nnunet_multimodal.evaluation.brats_scorer import (
     BRATS_METRICS,
     BRATS_TASKS,
@@ -385,3 +385,12 @@ def test_cli_task_choices_are_the_scorers():
     evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
     task_option = next(a for a in evaluate._actions if a.dest == "brats_task")
     assert sorted(task_option.choices) == sorted(BRATS_TASKS)
+
+
+def test_cli_notes_that_the_2024_resection_cavity_follows_the_2023_rules(brats_folders, capsys):
+    ref, pred, djfile = brats_folders
+    djfile.write_text(json.dumps({"labels": BRATS_REGIONS_2024, "regions_class_order": [2, 2, 1, 1, 3, 4],
+                                  "file_ending": ".nii.gz"}))
+    assert main(["evaluate", "-ref", str(ref), "-pred", str(pred), "-djfile", str(djfile), "--metrics", "brats"]) == 0
+    assert "label 4 (BraTS 2024's resection cavity) is scored with the BraTS 2023 scorer's rules" in \
+        capsys.readouterr().err
