@@ -12,8 +12,8 @@ from helpers import (
     DATASET_ID,
     MAML_TRAINER,
     MKD_ASSISTANT_ID,
+    MKD_FEEDBACK_TRAINER,
     MKD_PLANS,
-    MKD_TRAINER,
     PLAIN_TRAINER,
     SHARED,
     TINY_PLANS,
@@ -110,7 +110,9 @@ def mkd_assistant(workspace, phantom_dataset) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_mkd_model(workspace, phantom_dataset, mkd_assistant) -> Path:
-    """nnUNetTrainerMKD_2x5it_NoMirroring on the phantom with its assistant, fold 0."""
-    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MKD_TRAINER, "-p", MKD_PLANS, "-device", "cpu"],
-             workspace.env)
-    return workspace.results / phantom_dataset.name / f"{MKD_TRAINER}__{MKD_PLANS}__2d" / "fold_0"
+    """nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring on the phantom with its assistant, fold 0. The feedback
+    variant, so that one training run also takes the generator's segmentation gradient through nnUNetv2_train; the
+    default (detached) path trains through nnUNetv2_train in test_resume.py and in-process in test_mkd.py."""
+    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MKD_FEEDBACK_TRAINER, "-p", MKD_PLANS, "-device",
+              "cpu"], workspace.env)
+    return workspace.results / phantom_dataset.name / f"{MKD_FEEDBACK_TRAINER}__{MKD_PLANS}__2d" / "fold_0"

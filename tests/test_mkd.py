@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from arch_helpers import architecture, configuration
-from helpers import DATASET_ID, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
+from helpers import DATASET_ID, MKD_FEEDBACK_TRAINER, MKD_PLANS, MKD_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.data.mkd_assistant import (
     ASSISTANT_MARK,
@@ -31,6 +31,7 @@ from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
     nnUNetTrainerMKD_2x5it_NoMirroring,
+    nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring,
     nnUNetTrainerMKD_kdTemperature2,
     nnUNetTrainerMKD_T2,
 )
@@ -239,11 +240,13 @@ def test_trainer_without_assistant_fails_before_writing(workspace, phantom_datas
 # ---------------------------------------------------------------- trained model
 def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
     checkpoint = torch.load(trained_mkd_model / "checkpoint_final.pth", weights_only=False)
+    assert checkpoint["trainer_name"] == MKD_FEEDBACK_TRAINER
     assert set(checkpoint["extra_modules"]) == set(checkpoint["extra_optimizers"]) == {"iam", "discriminators"}
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"target", "assistant"}
     stamp = checkpoint["nnunet_multimodal"]["knobs"]
     assert stamp["assistant"]["dataset"].endswith("TestPhantomAssistant")
     assert stamp["kd_temperature"] == 1.0
+    assert stamp["iam_segmentation_feedback"] == 1.0
     logs = checkpoint["logging"]
     for key in ("loss_seg", "loss_seg_assistant", "loss_kd_target", "loss_kd_aligned", "loss_adversarial",
                 "loss_cycle", "loss_discriminator", "alignment_distance", "alignment_distance_unaligned"):
@@ -281,7 +284,8 @@ def test_alignment_moves_toward_the_target_appearance(trained_mkd_model, nnunet_
 
 def test_mkd_checkpoint_restores_every_part(trained_mkd_model, nnunet_paths):
     checkpoint = torch.load(trained_mkd_model / "checkpoint_final.pth", weights_only=False)
-    trainer = _in_process_trainer(trained_mkd_model, fold=1)
+    # the checkpoint's own trainer: load_checkpoint refuses another trainer's checkpoint
+    trainer = _in_process_trainer(trained_mkd_model, 1, nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring)
     trainer.load_checkpoint(checkpoint)
     for name, module in trainer.extra_modules.items():
         for key, value in module.state_dict().items():
@@ -299,8 +303,8 @@ def test_mkd_predicts_with_the_ensemble(workspace, nnunet_paths, phantom_dataset
 
     output = tmp_path / "predictions"
     run_tool(["nnUNetv2_predict", "-i", phantom_dataset / "imagesTs", "-o", output, "-d", DATASET_ID, "-c", "2d",
-              "-f", "0", "-tr", MKD_TRAINER, "-p", MKD_PLANS, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1],
-             workspace.env)
+              "-f", "0", "-tr", MKD_FEEDBACK_TRAINER, "-p", MKD_PLANS, "-device", "cpu", "--disable_tta", "-npp", 1,
+              "-nps", 1], workspace.env)
     assert len(list(output.glob("*.nii.gz"))) == 2
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(trained_mkd_model.parent), (0,), "checkpoint_final.pth")

@@ -7,6 +7,7 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD_20x25it_NoMirroring,
     nnUNetTrainerMKD_demo,
     nnUNetTrainerMKD_iamFeedback,
+    nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring,
     nnUNetTrainerMKD_kdTemperature2,
     nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
@@ -15,6 +16,6 @@ from nnunet_multimodal.training.mkd import (
 
 __all__ = ["nnUNetTrainerMKD", "nnUNetTrainerMKD_2x5it_NoMirroring", "nnUNetTrainerMKD_20x25it_NoMirroring",
            "nnUNetTrainerMKD_noIAM", "nnUNetTrainerMKD_noKD", "nnUNetTrainerMKD_kdTemperature2",
-           "nnUNetTrainerMKD_iamFeedback",
+           "nnUNetTrainerMKD_iamFeedback", "nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring",
            # former names
            "nnUNetTrainerMKD_2epochs", "nnUNetTrainerMKD_demo", "nnUNetTrainerMKD_T2"]

@@ -342,6 +342,11 @@ class nnUNetTrainerMKD_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrain
     iam_learning_rate = 1e-3
 
 
+class nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring(Schedule2x5it, NoMirroring, nnUNetTrainerMKD_iamFeedback):
+    # the short schedule's faster IAM, as above
+    iam_learning_rate = nnUNetTrainerMKD_2x5it_NoMirroring.iam_learning_rate
+
+
 class nnUNetTrainerMKD_20x25it_NoMirroring(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
     pass
 
