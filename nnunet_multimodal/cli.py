@@ -88,6 +88,46 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _cmd_phantom(args) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from nnunet_multimodal.data.brats_phantom import BratsPhantomSpec
+    from nnunet_multimodal.data.phantom_datasets import refuse_existing, write_phantom_dataset
+    from nnunet_multimodal.data.prostate_phantom import ProstatePhantomSpec
+    from nnunet_multimodal.environment import NNUNET_FOLDERS
+
+    if not os.environ.get("nnUNet_raw"):
+        raise ValueError("nnUNet_raw is not set: run `nnunet-mm env` to see how to set it")
+    # a model or preprocessed data left under this id would silently belong to other images
+    refuse_existing(args.d, [Path(os.environ[name]) for name in NNUNET_FOLDERS if os.environ.get(name)])
+    spec_class = {"brats": BratsPhantomSpec, "prostate": ProstatePhantomSpec}[args.kind]
+    spec = spec_class.at_difficulty(args.difficulty, seed=args.seed)
+    started = time.perf_counter()
+    folder = write_phantom_dataset(os.environ["nnUNet_raw"], args.d, spec, args.cases, args.test_cases)
+    per_case = (time.perf_counter() - started) / (args.cases + args.test_cases)
+    print(f"wrote a SYNTHETIC {args.kind}-like phantom dataset (not real patients): {folder} ({args.cases} training, "
+          f"{args.test_cases} held-out cases in imagesTs/labelsTs, difficulty {args.difficulty}, seed {args.seed}, "
+          f"{per_case:.2f} s per case)\nnext: nnUNetv2_plan_and_preprocess -d {args.d} --verify_dataset_integrity")
+    return 0
+
+
+def _add_phantom(sub) -> None:
+    p = sub.add_parser("phantom", help="write a SYNTHETIC BraTS-like (3D) or prostate-like (2D) phantom dataset "
+                                       "into nnUNet_raw (docs/phantoms.md)")
+    p.add_argument("--kind", required=True, choices=["brats", "prostate"],
+                   help="brats: T1, T1c, T2, FLAIR with WT/TC/ET regions; prostate: T2W, ADC, HBV with gland and "
+                        "lesion")
+    p.add_argument("-d", type=int, required=True, help="dataset id to write (refused if it exists)")
+    p.add_argument("--cases", type=int, default=40, help="training cases (default: 40)")
+    p.add_argument("--test-cases", type=int, default=10, help="held-out cases in imagesTs/labelsTs (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="cases are reproducible from (seed, case index) (default: 0)")
+    p.add_argument("--difficulty", choices=["easy", "realistic", "hard"], default="realistic",
+                   help="noise, bias, lesion contrast and size presets (default: realistic)")
+    p.set_defaults(func=_cmd_phantom)
+
+
 def _cmd_attention_maps(args) -> int:
     from nnunet_multimodal.inference.attention_maps import export_attention_maps
 
