@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnunet_multimodal.environment import NNUNET_FOLDERS, env_with_plugin
+from nnunet_multimodal.environment import NNUNET_FOLDERS, datasets_with_id, env_with_plugin
 from nnunet_multimodal.text_table import text_table
 
 DEMO_NAME = "SyntheticPhantom"
@@ -50,16 +50,6 @@ def run_console_script(step: str, command: list[str], env: dict, log_file: Path)
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"{step} failed (exit {returncode}); full log: {log_file}\n{tail}")
     return elapsed
-
-
-def _existing_dataset(env: dict, dataset_id: int) -> Path | None:
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        folder = Path(env[name])
-        if folder.is_dir():
-            found = sorted(folder.glob(f"Dataset{dataset_id:03d}_*"))
-            if found:
-                return found[0]
-    return None
 
 
 def demo_environment(root: Path) -> dict:
@@ -116,9 +106,9 @@ def run_demo(root: str | os.PathLike = "nnunet_mm_demo", quick: bool = False, da
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     env = demo_environment(root)
-    existing = _existing_dataset(env, dataset_id)
-    if existing is not None:
-        _say(f"nnunet-mm demo: {existing} already exists; refusing to overwrite it. Remove it, or pass "
+    existing = datasets_with_id(dataset_id, [env[name] for name in NNUNET_FOLDERS])
+    if existing:
+        _say(f"nnunet-mm demo: {existing[0]} already exists; refusing to overwrite it. Remove it, or pass "
              f"--dataset-id with a free id (or --root with a fresh folder).")
         return 2
     logs = root / "logs"

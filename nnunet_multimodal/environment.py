@@ -41,6 +41,13 @@ def env_report(environ: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def datasets_with_id(dataset_id: int, folders) -> list[Path]:
+    """The ``Dataset{id:03d}_*`` folders in any of ``folders`` (nnU-Net resolves an id through its raw,
+    preprocessed and results folders, so a new dataset must find its id free in all of them)."""
+    return [found for folder in map(Path, folders) if folder.is_dir()
+            for found in sorted(folder.glob(f"Dataset{dataset_id:03d}_*"))]
+
+
 DATASET_FOLDER_FIXES = {
     "nnUNet_raw": "convert or copy the dataset there (nnunet-mm convert ...)",
     "nnUNet_preprocessed": "run nnUNetv2_plan_and_preprocess -d ID first",

@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_multimodal.environment import datasets_with_id
+
 
 @dataclass(frozen=True)
 class PhantomCase:
@@ -44,17 +46,8 @@ class PhantomKind(Protocol):
     def knobs(self) -> dict: ...
 
 
-def existing_datasets(dataset_id: int, folders: list[Path]) -> list[Path]:
-    """Folders of this dataset id in any of ``folders`` (nnU-Net's raw, preprocessed and results)."""
-    found = []
-    for folder in folders:
-        if Path(folder).is_dir():
-            found += sorted(Path(folder).glob(f"Dataset{dataset_id:03d}_*"))
-    return found
-
-
 def refuse_existing(dataset_id: int, folders: list[Path]) -> None:
-    found = existing_datasets(dataset_id, folders)
+    found = datasets_with_id(dataset_id, folders)
     if found:
         raise FileExistsError(f"dataset id {dataset_id} already exists ({found[0]}); refusing to overwrite it. "
                               f"Choose a free id with -d, or remove that folder first.")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_multimodal.environment import datasets_with_id
+
 TISSUES = ("air", "body", "organ", "lesion", "extra")
 
 # Mean intensity per tissue in TISSUES order; "extra" is the cyst (label style) or the core (region style).
@@ -147,7 +149,7 @@ def write_dataset(raw_folder: str | Path, dataset_id: int, name: str, spec: Phan
                   num_training: int = 10, num_test: int = 0, overwrite: bool = False) -> Path:
     """Write ``Dataset{id:03d}_{name}`` (imagesTr, labelsTr, and imagesTs/labelsTs for held-out cases)."""
     folder = Path(raw_folder) / f"Dataset{dataset_id:03d}_{name}"
-    existing = sorted(Path(raw_folder).glob(f"Dataset{dataset_id:03d}_*")) if Path(raw_folder).is_dir() else []
+    existing = datasets_with_id(dataset_id, [raw_folder])
     if existing and not overwrite:
         raise FileExistsError(
             f"Dataset id {dataset_id} already exists in {raw_folder} ({existing[0].name}); choose another id "

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from nnunet_multimodal.data import verify
 from nnunet_multimodal.data.verify import verify_dataset
+from nnunet_multimodal.environment import datasets_with_id
 from nnunet_multimodal.user_errors import UserError
 
 
@@ -79,11 +80,10 @@ def check_dataset_id_free(raw_folder: str | Path, dataset_id: int) -> None:
     if not 0 < dataset_id < 1000:
         raise ValueError(f"dataset id {dataset_id} is outside 1-999, the ids nnU-Net reads from folder names")
     roots = [Path(raw_folder), *(Path(p.get()) for p in (nnUNet_preprocessed, nnUNet_results) if p.is_set())]
-    for root in roots:
-        existing = sorted(root.glob(f"Dataset{dataset_id:03d}_*")) if root.is_dir() else []
-        if existing:
-            raise FileExistsError(f"dataset id {dataset_id} is taken ({existing[0]}); choose another id with -d, "
-                                  f"or remove that folder")
+    existing = datasets_with_id(dataset_id, roots)
+    if existing:
+        raise FileExistsError(f"dataset id {dataset_id} is taken ({existing[0]}); choose another id with -d, "
+                              f"or remove that folder")
 
 
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
