@@ -288,7 +288,7 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _missing_predictor(args):
+def _missing_predictor(args, predict_previous_stage: bool = False):
     from nnunet_multimodal.inference.missing import MissingModalityPredictor
 
     model_folder = dataset_folder(args.d, "nnUNet_results") / f"{args.tr}__{args.p}__{args.c}"
@@ -296,7 +296,8 @@ def _missing_predictor(args):
         raise FileNotFoundError(f"no model {model_folder.name} in {model_folder.parent}; check -tr, -p and -c, or "
                                 f"train it first (nnUNetv2_train {args.d} {args.c} FOLD -tr {args.tr} -p {args.p})")
     folds = [f if f == "all" else int(f) for f in args.f]
-    return MissingModalityPredictor(model_folder, folds, args.chk, args.device, args.step_size, not args.disable_tta)
+    return MissingModalityPredictor(model_folder, folds, args.chk, args.device, args.step_size, not args.disable_tta,
+                                    predict_previous_stage)
 
 
 def _note_interrupted_prediction(interrupted) -> None:
@@ -330,7 +331,8 @@ def _cmd_predict(args) -> int:
     missing = [n for option in args.missing for n in option.split(",") if n]
     try:
         predictor = _missing_predictor(args)
-        used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities, args.overwrite)
+        used = predictor.predict_folder(args.i, args.o, missing, args.save_probabilities, args.overwrite,
+                                        args.prev_stage_predictions)
     except PredictionInterrupted as interrupted:
         _note_interrupted_prediction(interrupted)
         return 130
@@ -350,6 +352,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--missing", action="append", default=[], metavar="A[,B]",
                    help="modalities to treat as missing, by dataset.json channel name (repeatable)")
     p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities")
+    p.add_argument("-prev_stage_predictions", metavar="FOLDER",
+                   help="cascade stages (3d_cascade_fullres): the previous stage's segmentations of the input cases, "
+                        "from nnunet-mm predict with the same modalities (required, as in nnUNetv2_predict)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files in -o of this run's names that no earlier nnunet-mm predict wrote "
                         "(refused otherwise)")
@@ -383,7 +388,8 @@ def _evaluate_missing(args) -> int:
         raise ValueError("the validation cases belong to one fold; pass one fold number with -f, "
                          "or -i and -ref")
     dataset_json = read_dataset_json(args.djfile) if args.djfile else None  # checked before the model loads
-    predictor = _missing_predictor(args)
+    # each subset's previous-stage segmentations must come from the same subset: the sweep predicts them itself
+    predictor = _missing_predictor(args, predict_previous_stage=True)
     if dataset_json is None:
         dataset_json = predictor.predictor.dataset_json
     declared = declared_labels(dataset_json, args.djfile or f"the model's dataset.json ({args.tr}, {args.c})")
@@ -512,7 +518,7 @@ def _add_submission(sub) -> None:
     p.set_defaults(func=build_command)
 
 
-COMMANDS = (_add_env, _add_verify, _add_plans, _add_demo, _add_convert, _add_evaluate, _add_predict,
+COMMANDS = (_add_env, _add_verify, _add_plans, _add_demo, _add_phantom, _add_convert, _add_evaluate, _add_predict,
             _add_evaluate_missing, _add_attention_maps, _add_mkd_prepare, _add_benchmark, _add_submission)
 
 

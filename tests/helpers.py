@@ -16,7 +16,8 @@ from nnunet_multimodal.environment import env_with_plugin
 
 BIN = Path(sys.executable).parent
 # Dataset ids share one nnUNet_raw per session: 901 phantom, 902 region phantom (CMSAD), 903 unplanned (MKD),
-# 904 MKD assistant, 912 submission BraTS, 948 SAM region phantom. Pick a free one for a new fixture.
+# 904 MKD assistant, 906 3D cascade phantom, 912 submission BraTS, 948 SAM region phantom. Pick a free one for a
+# new fixture.
 DATASET_ID = 901
 TINY_PLANS = "nnUNetPlans_mmtiny"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -67,29 +67,46 @@ def selection_from_inference_information(info_file: Path, dataset_folder: Path, 
     return models, pp_file, note
 
 
-def check_models(models: list[ModelSource], layout_name: str) -> dict:
-    """The models' shared dataset.json after checking files, configurations and the layout fit."""
+def model_stages(model: ModelSource) -> list[ModelSource]:
+    """The model, then for a cascade stage the stages it predicts from (the runner predicts them first, with the
+    same modalities): results folders of the same trainer and plans, as nnU-Net trains a cascade, with the same
+    folds. A previous stage's folder that is not there raises FileNotFoundError naming the training to run."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    stages = [model]
+    while (stages[-1].folder / "plans.json").is_file():
+        folder = stages[-1].folder
+        trainer, plans, configuration = folder.name.split("__")
+        previous = PlansManager(str(folder / "plans.json")).get_configuration(configuration).previous_stage_name
+        if previous is None:
+            break
+        previous_folder = folder.with_name(f"{trainer}__{plans}__{previous}")
+        if not previous_folder.is_dir():
+            raise FileNotFoundError(f"{previous_folder} is missing: {folder.name} is a cascade stage and the "
+                                    f"submission predicts its previous stage {previous} too; train it "
+                                    f"(nnUNetv2_train {folder.parent.name} {previous} FOLD -tr {trainer} -p {plans})")
+        stages.append(ModelSource(previous_folder, model.folds, model.checkpoint))
+    return stages
+
+
+def check_models(models: list[ModelSource], layout_name: str) -> dict:
+    """The models' shared dataset.json after checking files, configurations and the layout fit."""
     from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
     from nnunet_multimodal.evaluation.evaluate import read_dataset_json
     from nnunet_multimodal.training.checkpointing import read_checkpoint
 
     dataset_jsons = []
     for model in models:
-        for required in ("plans.json", "dataset.json"):
-            if not (model.folder / required).is_file():
-                raise FileNotFoundError(f"{model.folder / required} is missing: is {model.folder} a trained nnU-Net "
-                                        f"results folder (Trainer__Plans__Configuration)?")
-        for fold in model.folds:
-            checkpoint = model.folder / f"fold_{fold}" / model.checkpoint
-            if not checkpoint.is_file():
-                raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} or select other folds (-f)")
-            read_checkpoint(checkpoint)  # a truncated file would be packaged and fail only where the bundle runs
-        configuration = model.folder.name.split("__")[-1]
-        if PlansManager(str(model.folder / "plans.json")).get_configuration(configuration).previous_stage_name:
-            raise ValueError(f"{model.folder.name} is a cascade stage; the submission runner predicts single-stage "
-                             f"configurations (2d, 3d_fullres, 3d_lowres) only")
+        for stage in model_stages(model):
+            for required in ("plans.json", "dataset.json"):
+                if not (stage.folder / required).is_file():
+                    raise FileNotFoundError(f"{stage.folder / required} is missing: is {stage.folder} a trained "
+                                            f"nnU-Net results folder (Trainer__Plans__Configuration)?")
+            for fold in stage.folds:
+                checkpoint = stage.folder / f"fold_{fold}" / stage.checkpoint
+                if not checkpoint.is_file():
+                    raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} or select other folds (-f)")
+                read_checkpoint(checkpoint)  # a truncated file would be packaged and fail only where the bundle runs
         dataset_jsons.append(read_dataset_json(model.folder / "dataset.json"))
     keys = ("channel_names", "labels", "regions_class_order", "file_ending")
     for model, dataset_json in zip(models[1:], dataset_jsons[1:]):
@@ -253,8 +270,11 @@ def build_submission(output: str | Path, layout_name: str, models: list[ModelSou
     try:
         entries = []
         for model in models:
+            for stage in model_stages(model):  # previous stages beside their cascade, where the runner looks
+                relative = Path("model") / stage.folder.parent.name / stage.folder.name
+                if not (staging / relative).exists():  # an ensemble may hold a cascade and its previous stage
+                    copy_model(stage, staging / relative)
             relative = Path("model") / model.folder.parent.name / model.folder.name
-            copy_model(model, staging / relative)
             entries.append(ModelEntry(relative.as_posix(), model.folds, model.checkpoint))
         postprocessing = None
         if postprocessing_file is not None:

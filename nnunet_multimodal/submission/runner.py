@@ -2,10 +2,11 @@
 
 It finds the cases of a challenge's input layout, stages each as nnU-Net's ``CASE_XXXX`` files (channels
 resampled onto the layout's reference grid, as ``nnunet-mm convert`` did for training), predicts with every
-selected model, averages their probabilities (nnU-Net's ``merge_files``), applies the selected postprocessing,
-and writes the prediction in the challenge's naming and label values. Absent channel files go through
-``MissingModalityPredictor`` when every model was trained for missing modalities. A case that does not fit is
-reported and skipped; the others still run; the exit code is 1 when any case failed.
+selected model (a cascade stage after its previous stage, packaged beside it, from the same channels), averages
+their probabilities (nnU-Net's ``merge_files``), applies the selected postprocessing, and writes the prediction
+in the challenge's naming and label values. Absent channel files go through ``MissingModalityPredictor`` when
+every model was trained for missing modalities. A case that does not fit is reported and skipped; the others
+still run; the exit code is 1 when any case failed.
 """
 
 from __future__ import annotations
@@ -204,8 +205,8 @@ def load_predictors(submission: Submission, device: str) -> list:
 
     # prediction finds each checkpoint's trainer class by name, ours through nnUNet_extTrainer
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
-    return [MissingModalityPredictor(submission.folder / m.folder, list(m.folds), m.checkpoint, device)
-            for m in submission.models]
+    return [MissingModalityPredictor(submission.folder / m.folder, list(m.folds), m.checkpoint, device,
+                                     predict_previous_stage=True) for m in submission.models]
 
 
 def output_name(case: InputCase, output_root: Path) -> str:
