@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import (
     BASE_TRAINER,
+    BRATS_ID,
+    CMSAD_DROPOUT_TRAINER,
     CMSAD_TRAINER,
     DATASET_ID,
     MAML_TRAINER,
@@ -116,3 +118,18 @@ def trained_mkd_model(workspace, phantom_dataset, mkd_assistant) -> Path:
     run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MKD_FEEDBACK_TRAINER, "-p", MKD_PLANS, "-device",
               "cpu"], workspace.env)
     return workspace.results / phantom_dataset.name / f"{MKD_FEEDBACK_TRAINER}__{MKD_PLANS}__2d" / "fold_0"
+
+
+@pytest.fixture(scope="session")
+def brats_region_model(workspace) -> tuple[Path, Path]:
+    """A 4-modality region phantom in BraTS 2021's nnU-Net convention (channels T1/T1ce/T2/FLAIR, regions
+    (1,2,3)/(2,3)/3 in that order), CMSAD with modality dropout trained 2 epochs on fold 0: (raw folder, model
+    folder). One training serves the region tests of CMSAD and the BraTS submission tests."""
+    spec = PhantomSpec(shape=(48, 48), modalities=("T1", "T1ce", "T2", "FLAIR"), label_style="regions", seed=3)
+    raw = write_dataset(workspace.raw, BRATS_ID, "SubmissionBraTS", spec, num_training=6, num_test=2)
+    run_tool(["nnUNetv2_plan_and_preprocess", "-d", BRATS_ID, "-c", "2d", "-np", "1", "-npfp", "1"],
+             dict(workspace.env, nnUNet_n_proc_DA="1"))
+    run_tool(["nnunet-mm", "plans", "-d", BRATS_ID, "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
+    run_tool(["nnUNetv2_train", BRATS_ID, "2d", "0", "-tr", CMSAD_DROPOUT_TRAINER, "-p", TINY_PLANS, "-device",
+              "cpu"], workspace.env)
+    return raw, workspace.results / raw.name / f"{CMSAD_DROPOUT_TRAINER}__{TINY_PLANS}__2d"

@@ -15,10 +15,11 @@ import SimpleITK as sitk
 from nnunet_multimodal.environment import env_with_plugin
 
 BIN = Path(sys.executable).parent
-# Dataset ids share one nnUNet_raw per session: 901 phantom, 902 region phantom (CMSAD), 903 unplanned (MKD),
-# 904 MKD assistant, 906 3D cascade phantom, 912 submission BraTS, 948 SAM region phantom. Pick a free one for a
-# new fixture.
+# Dataset ids share one nnUNet_raw per session: 901 phantom, 903 unplanned (MKD), 904 MKD assistant, 906 3D
+# cascade phantom, 912 BraTS-like region phantom (CMSAD with modality dropout; submission), 948 SAM region phantom.
+# Pick a free one for a new fixture.
 DATASET_ID = 901
+BRATS_ID = 912
 TINY_PLANS = "nnUNetPlans_mmtiny"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -77,6 +78,7 @@ BASE_TRAINER = "nnUNetTrainerMultiModalBase_2x5it_NoMirroring"
 
 
 CMSAD_TRAINER = "nnUNetTrainerCMSAD_2x5it_NoMirroring"
+CMSAD_DROPOUT_TRAINER = "nnUNetTrainerCMSAD_modalityDropout_2x5it_NoMirroring"
 PLAIN_TRAINER = "nnUNetTrainerMMPlain_2x5it_NoMirroring"
 
 

@@ -173,3 +173,22 @@ def test_split_in_training_runs_split_only_in_training_mode(transposed):
 def test_attention_knobs_out_of_range_name_the_knob(knob, value, message):
     with pytest.raises(ValueError, match=message):
         make(**{knob: value})
+
+
+def test_the_network_learns_a_structure_seen_in_one_modality():
+    """In seconds what the slow demo-budget test (test_cmsad_trainer.py) shows through nnU-Net: a square visible
+    in the second modality only is learnt from one batch."""
+    net = make(modalities=2, classes=2).train()
+    generator = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(2, 2, 16, 16, generator=generator)
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 4:11, 5:12] = 1
+    x[:, 1] += target
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x)["logits"][0], target).backward()
+        optimizer.step()
+    predicted = net(x)["logits"][0].argmax(1).bool()
+    dice = 2 * (predicted & target.bool()).sum() / (predicted.sum() + target.sum())
+    assert dice > 0.9

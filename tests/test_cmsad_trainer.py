@@ -3,11 +3,19 @@
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
-from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool, train_fold0
-
-from nnunet_multimodal.data.phantoms import PhantomSpec, write_dataset
+from helpers import (
+    BRATS_ID,
+    CMSAD_DROPOUT_TRAINER,
+    CMSAD_TRAINER,
+    DATASET_ID,
+    PLAIN_TRAINER,
+    TINY_PLANS,
+    run_tool,
+    train_fold0,
+)
 
 
 def predict(workspace, images, output, trainer, *extra):
@@ -62,17 +70,13 @@ def test_attention_maps_command(workspace, phantom_dataset, trained_cmsad_model,
     assert "trained on 3 modalities" in wrong.stderr
 
 
-def test_region_dataset(workspace):
-    raw = write_dataset(workspace.raw, 902, "RegionPhantom", PhantomSpec(shape=(48, 48), label_style="regions",
-                                                                         seed=2), num_training=6)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "2d", "-np", "1", "-npfp", "1"],
-             dict(workspace.env, nnUNet_n_proc_DA="1"))
-    run_tool(["nnunet-mm", "plans", "-d", "902", "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
-    fold = train_fold0(workspace, raw, CMSAD_TRAINER)
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
+def test_region_dataset(brats_region_model):
+    _, model = brats_region_model
+    summary = json.loads((model / "fold_0" / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "3"}
 
 
+@pytest.mark.slow  # 500 iterations (about 2 min on 2 cores); the network's learning: test_cmsad_network.py
 def test_mean_foreground_dice_after_the_demo_budget(workspace, phantom_dataset):
     fold = train_fold0(workspace, phantom_dataset, "nnUNetTrainerCMSAD_20x25it_NoMirroring")
     summary = json.loads((fold / "validation" / "summary.json").read_text())
@@ -85,13 +89,12 @@ def test_validation_only_from_the_best_checkpoint(workspace, trained_cmsad_model
     assert "Mean Validation Dice" in result.stdout
 
 
-def test_cmsad_with_modality_dropout_through_console_scripts(workspace, phantom_dataset, tmp_path):
-    trainer = "nnUNetTrainerCMSAD_modalityDropout_2x5it_NoMirroring"
-    fold = train_fold0(workspace, phantom_dataset, trainer)
-    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+def test_cmsad_with_modality_dropout_through_console_scripts(workspace, brats_region_model, tmp_path):
+    raw, model = brats_region_model  # trained with nnUNetv2_train
+    checkpoint = torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)
     assert checkpoint["nnunet_multimodal"]["knobs"]["modality_dropout_p"] == 0.25
     assert all(v > 0 for v in checkpoint["logging"]["loss_distill"])
-    result = run_tool(["nnunet-mm", "predict", "-i", phantom_dataset / "imagesTs", "-o", tmp_path, "-d", DATASET_ID,
-                       "-c", "2d", "-tr", trainer, "-p", TINY_PLANS, "--missing", "T2"], workspace.env)
+    result = run_tool(["nnunet-mm", "predict", "-i", raw / "imagesTs", "-o", tmp_path, "-d", BRATS_ID, "-c", "2d",
+                       "-tr", CMSAD_DROPOUT_TRAINER, "-p", TINY_PLANS, "--missing", "T2"], workspace.env)
     assert "not trained for missing modalities" not in result.stderr  # its checkpoint says: modality dropout
     assert len(list(tmp_path.glob("*.nii.gz"))) == 2

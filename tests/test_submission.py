@@ -13,19 +13,27 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, SHARED, TINY_PLANS, run_tool, write_nan_voxels
+from helpers import (
+    BRATS_ID,
+    CMSAD_DROPOUT_TRAINER,
+    CMSAD_TRAINER,
+    DATASET_ID,
+    PLAIN_TRAINER,
+    SHARED,
+    TINY_PLANS,
+    run_tool,
+    write_nan_voxels,
+)
 
 from nnunet_multimodal.cli import main
 from nnunet_multimodal.data.convert.layouts import LAYOUTS, model_fits_layout
-from nnunet_multimodal.data.phantoms import REGION_STYLE_LABELS, PhantomSpec, write_dataset
+from nnunet_multimodal.data.phantoms import REGION_STYLE_LABELS
 from nnunet_multimodal.inference.output_folder import MANIFEST
 from nnunet_multimodal.submission import runner
 from nnunet_multimodal.submission.build import pin, pinned_requirements
 from nnunet_multimodal.submission.runner import CaseError, InputCase, check_channels, find_cases, stage_case
 
 needs_shared = pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is absent (users' clones)")
-BRATS_ID = 912
-DROPOUT_TRAINER = "nnUNetTrainerModalityDropout_2x5it_NoMirroring"
 
 
 def array(path) -> np.ndarray:
@@ -498,20 +506,6 @@ def test_runner_from_the_submission_alone_equals_nnunet_pipeline(workspace, phan
         assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
 
 
-@pytest.fixture(scope="module")
-def brats_phantom_model(workspace) -> tuple[Path, Path]:
-    """A 4-modality region phantom in BraTS 2021's nnU-Net convention (channels T1/T1ce/T2/FLAIR, regions
-    (1,2,3)/(2,3)/(3,) in that order), trained 2 epochs with modality dropout."""
-    spec = PhantomSpec(shape=(48, 48), modalities=("T1", "T1ce", "T2", "FLAIR"), label_style="regions", seed=3)
-    raw = write_dataset(workspace.raw, BRATS_ID, "SubmissionBraTS", spec, num_training=6, num_test=2)
-    run_tool(["nnUNetv2_plan_and_preprocess", "-d", BRATS_ID, "-c", "2d", "-np", "1", "-npfp", "1"],
-             dict(workspace.env, nnUNet_n_proc_DA="1"))
-    run_tool(["nnunet-mm", "plans", "-d", BRATS_ID, "-c", "2d", "--tiny", "-o", TINY_PLANS], workspace.env)
-    run_tool(["nnUNetv2_train", BRATS_ID, "2d", "0", "-tr", DROPOUT_TRAINER, "-p", TINY_PLANS, "-device", "cpu"],
-             workspace.env)
-    return raw, workspace.results / raw.name / f"{DROPOUT_TRAINER}__{TINY_PLANS}__2d"
-
-
 def brats2021_input(phantom_raw: Path, root: Path) -> dict[str, dict[str, Path]]:
     """The phantom's test cases as BraTS 2018-2021 case folders, plus copies to break; returns the files."""
     keys = ("t1", "t1ce", "t2", "flair")
@@ -526,15 +520,15 @@ def brats2021_input(phantom_raw: Path, root: Path) -> dict[str, dict[str, Path]]
     return cases
 
 
-def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, brats_phantom_model, nnunet_paths,
+def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, brats_region_model, nnunet_paths,
                                                                     monkeypatch, tmp_path, capsys):
     from nnunetv2.dataset_conversion.Dataset137_BraTS21 import convert_labels_back_to_BraTS
 
     from nnunet_multimodal.inference.missing import MissingModalityPredictor
 
-    raw, model = brats_phantom_model
+    raw, model = brats_region_model
     monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
-    select = ["-tr", DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]
+    select = ["-tr", CMSAD_DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]
     assert main(["submission", "build", "-d", str(BRATS_ID), "--layout", "brats2023", "-o", str(tmp_path / "x"),
                  *select]) == 2
     assert "does not fit the brats2023 layout" in capsys.readouterr().err
@@ -571,13 +565,13 @@ def test_brats2021_submission_labels_missing_modality_and_bad_cases(workspace, b
     assert set(np.unique(array(tmp_path / "out" / "BraTS2021_00002.nii.gz"))) <= {0, 1, 2, 4}
 
 
-def test_nan_voxels_in_a_staged_case_fail_that_case_naming_the_file(workspace, brats_phantom_model, nnunet_paths,
+def test_nan_voxels_in_a_staged_case_fail_that_case_naming_the_file(workspace, brats_region_model, nnunet_paths,
                                                                      monkeypatch, tmp_path, capsys):
-    raw, _ = brats_phantom_model
+    raw, _ = brats_region_model
     monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
     submission = tmp_path / "submission"
     assert main(["submission", "build", "-d", str(BRATS_ID), "--layout", "brats", "-o", str(submission), "-tr",
-                 DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]) == 0
+                 CMSAD_DROPOUT_TRAINER, "-c", "2d", "-p", TINY_PLANS, "-f", "0"]) == 0
     cases = brats2021_input(raw, tmp_path / "in")
     for name in sorted(cases)[1:]:
         shutil.rmtree(tmp_path / "in" / name)
