@@ -28,6 +28,14 @@ def _remove_stale_temporaries(target: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def is_temporary_of_any(name: str, targets: set[str]) -> bool:
+    """Whether ``name`` (a path relative to a folder) is a temporary file of one of ``targets`` (relative to the
+    same folder), e.g. left by a writer killed outright."""
+    path = Path(name)
+    return PARTIAL_MARK in path.name and any(
+        path.parent == Path(target).parent and path.name.startswith(f".{Path(target).name}.") for target in targets)
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` to write to; rename it onto ``target`` when the block ends

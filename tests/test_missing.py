@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 from helpers import DATASET_ID, MAML_TRAINER, TINY_PLANS, run_tool, write_nan_voxels
 
+from nnunet_multimodal.cli import main
 from nnunet_multimodal.evaluation.missing_sweep import modality_subsets
 from nnunet_multimodal.inference.missing import MissingModalityPredictor
 from nnunet_multimodal.inference.output_folder import MANIFEST
@@ -21,9 +22,17 @@ def arrays(folder):
     return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
 
 
-def predict(workspace, images, output, *extra, trainer=MAML_TRAINER, check=True):
+def predict(workspace, images, output, *extra, trainer=MAML_TRAINER):
     return run_tool(["nnunet-mm", "predict", "-i", images, "-o", output, "-d", DATASET_ID, "-c", "2d", "-tr", trainer,
-                     "-p", TINY_PLANS, *extra], workspace.env, check=check)
+                     "-p", TINY_PLANS, *extra], workspace.env)
+
+
+def predict_in_process(capsys, images, output, *extra) -> tuple[int, str]:
+    """``nnunet-mm predict`` through the console script's entry function (no process start for an error path):
+    its exit code and stderr."""
+    code = main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER,
+                 "-p", TINY_PLANS, *extra])
+    return code, capsys.readouterr().err
 
 
 def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, phantom_dataset, trained_maml_model,
@@ -47,22 +56,29 @@ def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, 
     assert not list((tmp_path / "absent").glob(".partial-*"))
 
 
-def test_missing_option_errors(workspace, phantom_dataset, trained_maml_model, tmp_path):
-    unknown = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "PET", check=False)
-    assert unknown.returncode == 2
-    assert "['PET']" in unknown.stderr
-    assert "T1" in unknown.stderr
-    every = predict(workspace, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1", "--missing", "T2,FLAIR",
-                    check=False)
-    assert every.returncode == 2
-    assert "every modality is missing" in every.stderr
+def test_unknown_missing_modality_is_named(nnunet_paths, phantom_dataset, trained_maml_model, tmp_path, capsys):
+    code, error = predict_in_process(capsys, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "PET")
+    assert code == 2
+    assert "['PET']" in error
+    assert "T1" in error
+
+
+def test_every_modality_missing_is_refused(nnunet_paths, phantom_dataset, trained_maml_model, tmp_path, capsys):
+    code, error = predict_in_process(capsys, phantom_dataset / "imagesTs", tmp_path / "o", "--missing", "T1",
+                                     "--missing", "T2,FLAIR")
+    assert code == 2
+    assert "every modality is missing" in error
+
+
+def test_channel_beyond_the_models_modalities_is_refused(nnunet_paths, phantom_dataset, trained_maml_model, tmp_path,
+                                                         capsys):
     extra = tmp_path / "extra"
     shutil.copytree(phantom_dataset / "imagesTs", extra)
     first = sorted(extra.glob("*_0000.nii.gz"))[0]
     shutil.copy(first, first.with_name(first.name.replace("_0000", "_0003")))
-    wrong = predict(workspace, extra, tmp_path / "o2", check=False)
-    assert wrong.returncode == 2
-    assert "beyond the model's 3 modalities" in wrong.stderr
+    code, error = predict_in_process(capsys, extra, tmp_path / "o2")
+    assert code == 2
+    assert "beyond the model's 3 modalities" in error
 
 
 def test_plain_network_gets_zeros_and_a_warning(workspace, phantom_dataset, trained_base_model, tmp_path,
@@ -102,25 +118,24 @@ def test_evaluate_missing_on_the_fold_validation_cases(workspace, phantom_datase
     assert 0 <= table["T1+T2+FLAIR"]["mean"] <= 1
 
 
-def test_evaluate_missing_needs_both_folders_or_one_fold(workspace, phantom_dataset, trained_maml_model, tmp_path):
-    common = ["-o", tmp_path, "-d", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]
-    only_input = run_tool(["nnunet-mm", "evaluate-missing", "-i", phantom_dataset / "imagesTs", *common],
-                          workspace.env, check=False)
-    assert only_input.returncode != 0
-    assert "both -i and -ref" in only_input.stderr
-    two_folds = run_tool(["nnunet-mm", "evaluate-missing", "-f", "0", "1", *common], workspace.env, check=False)
-    assert two_folds.returncode != 0
-    assert "one fold" in two_folds.stderr
+def test_evaluate_missing_needs_both_folders_or_one_fold(nnunet_paths, phantom_dataset, trained_maml_model, tmp_path,
+                                                         capsys):
+    common = ["-o", str(tmp_path), "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER, "-p", TINY_PLANS]
+    assert main(["evaluate-missing", "-i", str(phantom_dataset / "imagesTs"), *common]) == 2
+    assert "both -i and -ref" in capsys.readouterr().err
+    assert main(["evaluate-missing", "-f", "0", "1", *common]) == 2
+    assert "one fold" in capsys.readouterr().err
 
 
-def test_unwritable_output_folder_fails_before_predicting(workspace, phantom_dataset, trained_maml_model, tmp_path):
+def test_unwritable_output_folder_fails_before_predicting(nnunet_paths, phantom_dataset, trained_maml_model, tmp_path,
+                                                         capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     for output in (blocker / "predictions", "/proc/nnunet_mm_predictions"):  # root may write anywhere else
-        result = predict(workspace, phantom_dataset / "imagesTs", output, check=False)
-        assert result.returncode == 2
-        assert f"cannot write predictions to {output}" in result.stderr
-        assert "-o" in result.stderr
+        code, error = predict_in_process(capsys, phantom_dataset / "imagesTs", output)
+        assert code == 2
+        assert f"cannot write predictions to {output}" in error
+        assert "-o" in error
 
 
 def test_disk_full_during_writes_leaves_only_complete_cases(nnunet_paths, phantom_dataset, trained_maml_model,
@@ -387,6 +402,17 @@ def test_an_earlier_sweeps_files_are_removed(tmp_path):
     (tmp_path / "case_001.nii.gz").write_bytes(b"prediction")
     remove_earlier_sweep(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_sweeps_lock_and_temporary_files_do_not_block_the_next(tmp_path):
+    from nnunet_multimodal.evaluation.missing_sweep import remove_earlier_sweep
+    from nnunet_multimodal.inference.output_folder import LOCK, record_files_written
+
+    record_files_written(tmp_path, ["case_001.nii.gz"])
+    (tmp_path / ".case_001.nii.gz.1a2b3c4d.partial.nii.gz").write_bytes(b"half a prediction")
+    (tmp_path / LOCK).write_text("999999999")  # the killed run's pid; the prediction run takes the lock over
+    remove_earlier_sweep(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK]
 
 
 def test_a_file_no_sweep_wrote_is_refused_not_deleted(tmp_path):

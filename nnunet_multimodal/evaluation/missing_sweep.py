@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.atomic_files import is_temporary_of_any, write_text_atomic
 from nnunet_multimodal.data.verify import group_case_files
 from nnunet_multimodal.evaluation.evaluate import (
     OUTPUT_NAMES,
@@ -23,7 +23,7 @@ from nnunet_multimodal.evaluation.evaluate import (
     written_by_us,
 )
 from nnunet_multimodal.inference.missing import MissingModalityPredictor, check_case_files
-from nnunet_multimodal.inference.output_folder import MANIFEST, files_written_earlier
+from nnunet_multimodal.inference.output_folder import LOCK, MANIFEST, files_written_earlier
 
 
 def modality_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
@@ -74,8 +74,10 @@ def remove_earlier_sweep(folder: Path) -> None:
     ours = {MANIFEST, *files_written_earlier(folder)}
     if written_by_us(folder / OUTPUT_NAMES[0]):
         ours.update(OUTPUT_NAMES)
-    files = {path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir()}
-    foreign = sorted(files - ours)
+    # the prediction lock is left to the prediction run (taken over if its process is gone, refused while it runs)
+    files = {path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir()} - {LOCK}
+    leftovers = {name for name in files if is_temporary_of_any(name, ours)}  # of a sweep killed mid-write
+    foreign = sorted(files - ours - leftovers)
     if foreign:
         raise FileExistsError(f"{folder} holds files no earlier sweep wrote ({', '.join(foreign[:5])}); choose "
                               f"another output folder (-o) or remove them")
