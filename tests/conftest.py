@@ -87,8 +87,9 @@ def trained_plain_model(workspace, phantom_dataset) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_maml_model(workspace, phantom_dataset) -> Path:
-    """nnUNetTrainerMAML_2x5it_NoMirroring (modality dropout on) on the phantom, fold 0."""
-    return train_fold0(workspace, phantom_dataset, MAML_TRAINER)
+    """nnUNetTrainerMAML_2x5it_NoMirroring (modality dropout on) on the phantom, fold 0, validation probabilities
+    kept (--npz) for find_best_configuration."""
+    return train_fold0(workspace, phantom_dataset, MAML_TRAINER, "--npz")
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@ import json
 
 from helpers import make_workspace, run_tool
 
+from nnunet_multimodal.demo import run_demo
 
-def test_quick_demo_end_to_end(tmp_path):
+
+def test_quick_demo_end_to_end(tmp_path, capsys, monkeypatch):
     env = make_workspace(tmp_path / "unused").env
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env.pop(name)  # the demo creates its own folders under --root
@@ -22,6 +24,7 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (root / "figures" / f"{row['trainer']}.png").is_file()
         assert row["figure"] in out
 
-    again = run_tool(["nnunet-mm", "demo", "--quick", "--root", root], env, check=False)
-    assert again.returncode == 2
-    assert "refusing to overwrite" in again.stdout
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+    assert run_demo(root, quick=True) == 2  # in-process: the refusal comes before any process starts
+    assert "refusing to overwrite" in capsys.readouterr().out

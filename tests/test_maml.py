@@ -293,9 +293,6 @@ def test_modality_dropout_baseline_through_console_scripts(workspace, phantom_da
 
 
 def test_find_best_configuration_with_plain_nnunet(workspace, trained_maml_model, trained_plain_model):
-    # the MAML fixture is trained without --npz; nnU-Net's --val --npz rewrites its validation with probabilities
-    run_tool(["nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", MAML_TRAINER, "-p", TINY_PLANS, "-device", "cpu", "--val",
-              "--npz"], workspace.env)
     result = run_tool(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-tr", MAML_TRAINER, PLAIN_TRAINER,
                        "-p", TINY_PLANS, "-f", "0", "-np", "1"], workspace.env)
     info = json.loads((trained_maml_model.parents[1] / "inference_information.json").read_text())
