@@ -473,14 +473,17 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--profile", help="folder for torch.profiler tables of a few more steps and prediction tiles per "
                                      "trainer (first round; their summaries go into the JSON)")
     p.set_defaults(func=_cmd_benchmark_speed)
-    p = bench.add_parser("accuracy", help="trainers trained, predicted and evaluated with the same plans, fold and "
-                                          "budget; Dice table, PNG and a Markdown section")
+    p = bench.add_parser("accuracy", help="trainers trained, predicted and evaluated with the same plans, folds and "
+                                          "budget; Dice mean ± sd, paired comparison, PNG and a Markdown section")
     p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="2d", help="configuration (default: 2d)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-tr", nargs="+", required=True,
                    help="trainers to compare (same schedule, e.g. the _20x25it_NoMirroring variants)")
-    p.add_argument("-f", default="0", help="fold (default: 0)")
+    p.add_argument("-f", nargs="+", default=["0"], help="folds, each trained and evaluated (default: 0)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="independent trainings per fold; repeat r > 1 trains into <-o>/repeat_r/nnUNet_results "
+                        "(default: 1)")
     p.add_argument("-i", help="held-out images (default: the raw dataset's imagesTs)")
     p.add_argument("-ref", help="their labels (default: the raw dataset's labelsTs)")
     p.add_argument("-o", required=True, help="output folder: predictions, logs, accuracy.json, the PNG")

@@ -5,7 +5,17 @@ import json
 import pytest
 from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool
 
-from nnunet_multimodal.benchmarks.accuracy import check_same_budget, key_names, replace_section
+from nnunet_multimodal.benchmarks.accuracy import (
+    aggregate,
+    check_same_budget,
+    key_names,
+    mean_and_sd,
+    paired_counts,
+    repeat_results,
+    replace_section,
+    run_identity,
+    stored_run,
+)
 from nnunet_multimodal.text_table import markdown_table
 
 
@@ -58,6 +68,74 @@ def test_different_budgets_are_refused():
         check_same_budget(rows)
 
 
+def test_mean_and_sd_ignore_nan():
+    assert mean_and_sd([0.5, float("nan"), 0.7]) == pytest.approx((0.6, 0.1414213562))
+
+
+def test_sd_of_one_run_is_zero():
+    assert mean_and_sd([0.5]) == (0.5, 0.0)
+
+
+def test_no_value_gives_nan():
+    assert all(v != v for v in mean_and_sd([float("nan")]))
+
+
+def run(repeat, fold, case_dice, dice=0.5):
+    return {"repeat": repeat, "fold": fold, "case_dice": case_dice, "budget": {"iterations": 10},
+            "dice": {"1": dice}, "hd95": {"1": 2.0}, "mean_dice": dice, "mean_hd95": 2.0}
+
+
+def test_paired_counts_compare_the_same_case_of_the_same_fold_and_repeat():
+    baseline = [run(1, "0", {"a": 0.5, "b": 0.5}), run(1, "1", {"a": 0.9, "b": 0.1})]
+    method = [run(1, "1", {"a": 0.8, "b": 0.1 + 0.001}), run(1, "0", {"a": 0.6, "b": 0.5})]
+    assert paired_counts(method, baseline) == {"better": 1, "worse": 1, "tied": 2,
+                                               "mean_difference": pytest.approx((0.1 - 0.1 + 0.001) / 4)}
+
+
+def test_paired_counts_skip_cases_without_a_dice():
+    counts = paired_counts([run(1, "0", {"a": float("nan"), "b": 0.7})], [run(1, "0", {"a": 0.2, "b": 0.5})])
+    assert counts["better"] + counts["worse"] + counts["tied"] == 1
+
+
+def test_aggregate_gives_mean_and_sd_over_runs():
+    row = aggregate("T", [run(1, "0", {}, dice=0.4), run(2, "0", {}, dice=0.6)], ["1"])
+    assert (row["runs"], row["dice"]["1"], row["dice_sd"]["1"]) == (2, pytest.approx(0.5), pytest.approx(0.1414213562))
+
+
+def test_first_repeat_trains_into_nnunet_results_and_later_ones_into_the_output_folder(tmp_path):
+    assert [repeat_results(tmp_path / "results", tmp_path / "out", r) for r in (1, 2)] == [
+        tmp_path / "results", tmp_path / "out" / "repeat_2" / "nnUNet_results"]
+
+
+@pytest.fixture
+def stored(tmp_path):
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    checkpoint.write_bytes(b"weights")
+    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"identity": identity, "run": {"mean_dice": 0.5}}))
+    return checkpoint, record
+
+
+def test_a_stored_run_is_reused_while_its_checkpoint_is_unchanged(stored, tmp_path):
+    checkpoint, record = stored
+    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
+    assert stored_run(record, identity) == {"mean_dice": 0.5}
+
+
+def test_a_stored_run_of_a_retrained_checkpoint_is_not_reused(stored, tmp_path):
+    checkpoint, record = stored
+    checkpoint.write_bytes(b"other weights")
+    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
+    assert stored_run(record, identity) is None
+
+
+def test_a_stored_run_without_the_sweep_is_not_reused_for_one_with_it(stored, tmp_path):
+    checkpoint, record = stored
+    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=True)
+    assert stored_run(record, identity) is None
+
+
 def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model, tmp_path):
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n")
@@ -70,6 +148,8 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     assert report["keys"] == ["1", "2", "3"]
     assert report["cases"] == 2
     assert list(report["names"].values()) == ["organ", "lesion", "cyst"]
+    assert (report["folds"], report["repeats"], report["baseline"]) == (["0"], 1, PLAIN_TRAINER)
+    assert set(report["rows"][1]["paired"]) == {"better", "worse", "tied", "mean_difference"}
     for row in report["rows"]:
         assert row["budget"]["iterations"] == 10
         assert 0 <= row["mean_dice"] <= 1
@@ -79,6 +159,12 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     assert "nnunet-mm benchmark accuracy -d 901" in text
     results_table, sweep_table = parse_markdown_tables(text)
     assert results_table[0][:3] == ["trainer", "iterations (epochs × it)", "batch"]
+    assert results_table[1][-1] == "(baseline)"
     assert len(results_table) == 3
     assert len(sweep_table) == 1 + 8
     assert (tmp_path / "accuracy_phantom_2d.png").stat().st_size > 0
+
+    again = run_tool(["nnunet-mm", "benchmark", "accuracy", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS, "-tr",
+                      PLAIN_TRAINER, CMSAD_TRAINER, "-o", tmp_path / "out", "--missing-sweep"], workspace.env)
+    assert again.stdout.count("reusing the results in") == 2  # nothing predicted again
+    assert json.loads((tmp_path / "out" / "accuracy.json").read_text())["rows"] == report["rows"]

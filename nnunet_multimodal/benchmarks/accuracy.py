@@ -1,6 +1,14 @@
-"""``nnunet-mm benchmark accuracy``: trainers compared on one dataset with the same plans, fold and iteration
+"""``nnunet-mm benchmark accuracy``: trainers compared on one dataset with the same plans, folds and iteration
 budget, through nnU-Net's own console scripts (train, predict), evaluated on held-out cases; optionally with
 every non-empty subset of modalities (``nnunet-mm evaluate-missing``).
+
+A *run* is one training of one trainer on one fold in one repeat. nnU-Net does not seed its training, so repeats
+are independent trainings whose spread is the one a user would see: repeat 1 lives in ``nnUNet_results`` (a
+finished fold there is reused), repeat r > 1 in ``<-o>/repeat_r/nnUNet_results``. Every run predicts the same
+held-out cases; the report gives each trainer's mean ± sd over its runs and, per case and run, whether it did
+better or worse than the baseline trainer (the first ``-tr``) in the same fold and repeat. A finished run's results
+are kept in ``<-o>/runs/``; re-running (e.g. with one more fold) reuses them while their checkpoint, held-out
+folders and sweep setting are unchanged.
 
 Writes a JSON report, a bar chart (PNG) and a Markdown section. With ``--page`` the section replaces the block
 between ``<!-- accuracy:NAME -->`` and ``<!-- /accuracy:NAME -->`` in that page (appended when absent), so
@@ -10,8 +18,10 @@ re-running a benchmark updates its own table and nothing else.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,11 +30,34 @@ from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.environment import dataset_folder, env_with_plugin
 from nnunet_multimodal.text_table import markdown_table
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# a per-case foreground Dice difference below this counts as a tie in the paired comparison
+TIE_TOLERANCE = 0.005
 
 
 def fold_folder(results: Path, dataset_name: str, trainer: str, plans: str, configuration: str, fold: str) -> Path:
     return results / dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+
+
+def repeat_results(results: Path, out: Path, repeat: int) -> Path:
+    """nnUNet_results of a repeat: the user's for the first, the benchmark's own output folder for the others."""
+    return results if repeat == 1 else out / f"repeat_{repeat}" / "nnUNet_results"
+
+
+def run_identity(checkpoint: Path, images: Path, reference: Path, missing_sweep: bool) -> dict:
+    """What a stored run's results depend on: the checkpoint file (size, modification time), the held-out folders
+    and whether the modality sweep ran."""
+    stat = checkpoint.stat()
+    return {"checkpoint": str(checkpoint), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "images": str(images), "reference": str(reference), "missing_sweep": missing_sweep}
+
+
+def stored_run(record: Path, identity: dict) -> dict | None:
+    """The run stored in ``record`` if it was made with ``identity``, else None."""
+    if not record.is_file():
+        return None
+    stored = json.loads(record.read_text())
+    return stored["run"] if stored.get("identity") == identity else None
 
 
 def training_budget(folder: Path) -> dict:
@@ -52,6 +85,52 @@ def key_names(labels: dict) -> dict[str, str]:
     return names
 
 
+def mean_and_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation, NaN ignored (sd 0 for a single value, NaN for none)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def case_foreground_dice(summary: dict) -> dict[str, float]:
+    """Per case (prediction file name): mean Dice over the labels or regions it defines (NaN ones ignored)."""
+    return {Path(case["prediction_file"]).name: mean_and_sd([m["Dice"] for m in case["metrics"].values()])[0]
+            for case in summary["metric_per_case"]}
+
+
+def paired_counts(runs: list[dict], baseline_runs: list[dict]) -> dict:
+    """Each case of each run against the baseline's same case in the same fold and repeat: better, worse or tied
+    (|difference of foreground Dice| < TIE_TOLERANCE), and the mean difference."""
+    baseline = {(run["repeat"], run["fold"]): run["case_dice"] for run in baseline_runs}
+    differences = []
+    for run in runs:
+        reference = baseline[(run["repeat"], run["fold"])]
+        differences += [dice - reference[case] for case, dice in run["case_dice"].items()
+                        if not (math.isnan(dice) or math.isnan(reference[case]))]
+    return {"better": sum(d >= TIE_TOLERANCE for d in differences),
+            "worse": sum(d <= -TIE_TOLERANCE for d in differences),
+            "tied": sum(abs(d) < TIE_TOLERANCE for d in differences),
+            "mean_difference": mean_and_sd(differences)[0]}
+
+
+def aggregate(trainer: str, runs: list[dict], keys: list[str]) -> dict:
+    """A trainer's row: mean and sd over its runs of the per-run mean Dice and HD95 of each key, and of the
+    modality-subset sweep where one was run."""
+    row = {"trainer": trainer, "runs": len(runs), "budget": runs[0]["budget"],
+           "dice": {}, "dice_sd": {}, "hd95": {}}
+    for key in keys:
+        row["dice"][key], row["dice_sd"][key] = mean_and_sd([run["dice"][key] for run in runs])
+        row["hd95"][key] = mean_and_sd([run["hd95"][key] for run in runs])[0]
+    row["mean_dice"], row["mean_dice_sd"] = mean_and_sd([run["mean_dice"] for run in runs])
+    row["mean_hd95"] = mean_and_sd([run["mean_hd95"] for run in runs])[0]
+    if all(run.get("missing") for run in runs):
+        row["missing"] = {subset: {key: mean_and_sd([run["missing"][subset][key] for run in runs])[0]
+                                   for key in runs[0]["missing"][subset]}
+                          for subset in runs[0]["missing"]}
+    return row
+
+
 def replace_section(page: Path, name: str, body: str) -> None:
     """Put ``body`` between the section's markers in ``page`` (appended with its markers when absent)."""
     start, end = f"<!-- accuracy:{name} -->", f"<!-- /accuracy:{name} -->"
@@ -73,7 +152,8 @@ def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename
     width = 0.8 / len(rows)
     fig, ax = new_figure(figsize=(1.6 * len(keys) + 6, 4))
     for i, row in enumerate(rows):
-        ax.bar(np.arange(len(keys)) + i * width, [row["dice"][k] for k in keys], width, label=row["trainer"])
+        ax.bar(np.arange(len(keys)) + i * width, [row["dice"][k] for k in keys], width, label=row["trainer"],
+               yerr=[row["dice_sd"][k] for k in keys] if row["runs"] > 1 else None, capsize=2)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"Dice {names.get(k, k)}" for k in keys])
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
@@ -81,25 +161,37 @@ def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename
     save_figure(fig, filename)
 
 
+def _mean_sd(mean: float, sd: float, runs: int) -> str:
+    return f"{mean:.3f} ± {sd:.3f}" if runs > 1 else f"{mean:.3f}"
+
+
 def markdown_section(report: dict, plot_name: str) -> str:
-    keys, names = report["keys"], report["names"]
+    keys, names, baseline = report["keys"], report["names"], report["baseline"]
+    folds, repeats = report["folds"], report["repeats"]
+    spread = (f"mean ± sd over {len(folds) * repeats} runs (folds {', '.join(folds)} × {repeats} independent "
+              f"trainings each; nnU-Net's training is not seeded)" if len(folds) * repeats > 1 else "one run")
     lines = [f"Dataset `{report['dataset']}`, configuration `{report['configuration']}`, plans `{report['plans']}`, "
-             f"fold {report['fold']}, {report['cases']} evaluated cases ({report.get('cases_source', 'held out')}); "
-             f"machine: {report['machine']}; "
-             f"{report['date']}. Command:", "", "```bash", report["command"], "```", ""]
+             f"{report['cases']} evaluated cases ({report.get('cases_source', 'held out')}) per run; {spread}; "
+             f"machine: {report['machine']}; {report['date']}. Command:", "", "```bash", report["command"], "```", "",
+             f"The last column counts, over every case of every run, where a trainer's foreground Dice beat "
+             f"(by ≥ {TIE_TOLERANCE}) or trailed `{baseline}` trained on the same fold in the same repeat.", ""]
     header = ["trainer", "iterations (epochs × it)", "batch"] + [f"Dice {names.get(k, k)}" for k in keys] \
-        + ["mean Dice", "mean HD95"]
+        + ["mean Dice", "mean HD95", f"cases better / worse than `{baseline}`"]
     table = [header]
     for row in report["rows"]:
-        b = row["budget"]
+        b, runs = row["budget"], row["runs"]
+        paired = row.get("paired")
         table.append([f"`{row['trainer']}`", f"{b['iterations']} ({b['num_epochs']} × {b['num_iterations_per_epoch']})",
-                      str(b["batch_size"])] + [f"{row['dice'][k]:.3f}" for k in keys]
-                     + [f"{row['mean_dice']:.3f}", f"{row['mean_hd95']:.1f}"])
+                      str(b["batch_size"])] + [_mean_sd(row["dice"][k], row["dice_sd"][k], runs) for k in keys]
+                     + [_mean_sd(row["mean_dice"], row["mean_dice_sd"], runs), f"{row['mean_hd95']:.1f}",
+                        f"{paired['better']} / {paired['worse']} ({paired['mean_difference']:+.3f})" if paired
+                        else "(baseline)"])
     lines += [markdown_table(table), "", f"![Dice per trainer]({plot_name})"]
     sweeps = [row for row in report["rows"] if row.get("missing")]
     if sweeps:
         subsets = list(sweeps[0]["missing"])
-        lines += ["", "Mean foreground Dice with only these modalities present (the others missing):", ""]
+        lines += ["", "Mean foreground Dice with only these modalities present (the others missing), mean over runs:",
+                  ""]
         table = [["modalities"] + [f"`{row['trainer']}`" for row in sweeps]]
         table += [[subset] + [f"{row['missing'][subset]['mean']:.3f}" for row in sweeps] for subset in subsets]
         lines.append(markdown_table(table))
@@ -115,6 +207,8 @@ def run_accuracy_benchmark(args) -> int:
         write_outputs,
     )
 
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     env = env_with_plugin()
     raw = dataset_folder(args.d, "nnUNet_raw")
     dataset_name = raw.name
@@ -132,49 +226,73 @@ def run_accuracy_benchmark(args) -> int:
     bin_dir = Path(sys.executable).parent
     device = ["-device", args.device]
 
-    rows = []
-    for trainer in args.tr:
-        folder = fold_folder(results, dataset_name, trainer, args.p, args.c, args.f)
-        row = {"trainer": trainer, "train_seconds": None}
-        if (folder / "checkpoint_final.pth").is_file() and not args.retrain:
-            print(f"{trainer}: reusing {folder / 'checkpoint_final.pth'}", flush=True)
-        else:
-            row["train_seconds"] = run_console_script(
-                f"training {trainer}", [str(bin_dir / "nnUNetv2_train"), str(args.d), args.c, args.f, "-tr", trainer,
-                                        "-p", args.p, *device], env, out / "logs" / f"train_{trainer}.log")
-        row["budget"] = training_budget(folder)
-        predictions = out / "predictions" / trainer
-        row["predict_seconds"] = run_console_script(
-            f"prediction with {trainer}", [str(bin_dir / "nnUNetv2_predict"), "-i", str(images), "-o", str(predictions),
-                                           "-d", str(args.d), "-c", args.c, "-f", args.f, "-tr", trainer, "-p",
-                                           args.p, *device, "-npp", "1", "-nps", "1", "--disable_progress_bar"],
-            env, out / "logs" / f"predict_{trainer}.log")
-        summary = evaluate_folders(reference, predictions, labels_or_regions, file_ending,
-                                   ignore_label=dataset_json["labels"].get("ignore"), progress=False)
-        write_outputs(summary, predictions)
-        row["dice"] = {k: v["Dice"] for k, v in summary["mean"].items()}
-        row["hd95"] = {k: v["HD95"] for k, v in summary["mean"].items()}
-        row["mean_dice"], row["mean_hd95"] = summary["foreground_mean"]["Dice"], summary["foreground_mean"]["HD95"]
-        if args.missing_sweep:
-            sweep = out / "missing" / trainer
-            run_console_script(f"missing-modality sweep of {trainer}", [
-                str(bin_dir / "nnunet-mm"), "evaluate-missing", "-i", str(images), "-ref", str(reference), "-o",
-                str(sweep), "-d", str(args.d), "-c", args.c, "-f", args.f, "-tr", trainer, "-p", args.p, *device],
-                env, out / "logs" / f"missing_{trainer}.log")
-            row["missing"] = json.loads((sweep / "table.json").read_text())
-        rows.append(row)
-    if not args.allow_different_budgets:
-        check_same_budget(rows)
+    runs = {trainer: [] for trainer in args.tr}
+    for repeat in range(1, args.repeats + 1):
+        run_env = dict(env, nnUNet_results=str(repeat_results(results, out, repeat)))
+        for fold in args.f:
+            for trainer in args.tr:
+                tag = f"{trainer}_repeat{repeat}_fold{fold}"
+                folder = fold_folder(Path(run_env["nnUNet_results"]), dataset_name, trainer, args.p, args.c, fold)
+                run = {"repeat": repeat, "fold": fold, "train_seconds": None}
+                if (folder / "checkpoint_final.pth").is_file() and not args.retrain:
+                    print(f"{trainer}, repeat {repeat}, fold {fold}: reusing {folder / 'checkpoint_final.pth'}",
+                          flush=True)
+                else:
+                    run["train_seconds"] = run_console_script(
+                        f"training {tag}", [str(bin_dir / "nnUNetv2_train"), str(args.d), args.c, fold, "-tr",
+                                            trainer, "-p", args.p, *device], run_env, out / "logs" / f"train_{tag}.log")
+                record = out / "runs" / f"{tag}.json"
+                identity = run_identity(folder / "checkpoint_final.pth", images, reference, args.missing_sweep)
+                stored = None if run["train_seconds"] is not None else stored_run(record, identity)
+                if stored is not None:
+                    print(f"{trainer}, repeat {repeat}, fold {fold}: reusing the results in {record}", flush=True)
+                    runs[trainer].append(stored)
+                    continue
+                run["budget"] = training_budget(folder)
+                predictions = out / "predictions" / trainer / f"repeat_{repeat}" / f"fold_{fold}"
+                run["predict_seconds"] = run_console_script(
+                    f"prediction with {tag}", [str(bin_dir / "nnUNetv2_predict"), "-i", str(images), "-o",
+                                               str(predictions), "-d", str(args.d), "-c", args.c, "-f", fold, "-tr",
+                                               trainer, "-p", args.p, *device, "-npp", "1", "-nps", "1",
+                                               "--disable_progress_bar"], run_env, out / "logs" / f"predict_{tag}.log")
+                summary = evaluate_folders(reference, predictions, labels_or_regions, file_ending,
+                                           ignore_label=dataset_json["labels"].get("ignore"), progress=False)
+                write_outputs(summary, predictions)
+                run["dice"] = {k: v["Dice"] for k, v in summary["mean"].items()}
+                run["hd95"] = {k: v["HD95"] for k, v in summary["mean"].items()}
+                run["mean_dice"] = summary["foreground_mean"]["Dice"]
+                run["mean_hd95"] = summary["foreground_mean"]["HD95"]
+                run["case_dice"] = case_foreground_dice(summary)
+                if args.missing_sweep:
+                    sweep = out / "missing" / trainer / f"repeat_{repeat}" / f"fold_{fold}"
+                    run_console_script(f"missing-modality sweep of {tag}", [
+                        str(bin_dir / "nnunet-mm"), "evaluate-missing", "-i", str(images), "-ref", str(reference),
+                        "-o", str(sweep), "-d", str(args.d), "-c", args.c, "-f", fold, "-tr", trainer, "-p", args.p,
+                        *device], run_env, out / "logs" / f"missing_{tag}.log")
+                    run["missing"] = json.loads((sweep / "table.json").read_text())
+                record.parent.mkdir(exist_ok=True)
+                write_text_atomic(record, json.dumps({"identity": identity, "run": run}, indent=2, default=float))
+                runs[trainer].append(run)
 
-    keys = list(rows[0]["dice"])
+    keys = list(runs[args.tr[0]][0]["dice"])
+    rows = [aggregate(trainer, trainer_runs, keys) for trainer, trainer_runs in runs.items()]
+    if not args.allow_different_budgets:
+        check_same_budget([{"trainer": t, "budget": run["budget"]} for t, trainer_runs in runs.items()
+                           for run in trainer_runs])
+    baseline = args.tr[0]
+    for row in rows[1:]:
+        row["paired"] = paired_counts(runs[row["trainer"]], runs[baseline])
+
     name = args.name or f"{dataset_name}_{args.c}"
     plot = out / f"accuracy_{name}.png"
     names = key_names(dataset_json["labels"])
-    dice_plot(rows, keys, names, plot, f"{dataset_name} {args.c}, fold {args.f}: Dice on {reference.name}")
+    dice_plot(rows, keys, names, plot, f"{dataset_name} {args.c}, folds {', '.join(args.f)}, {args.repeats} "
+                                       f"repeat(s): Dice on {reference.name}")
     report = {"schema_version": SCHEMA_VERSION, "dataset": dataset_name, "configuration": args.c, "plans": args.p,
-              "fold": args.f, "cases": len(list(reference.glob(f"*{file_ending}"))),
+              "folds": list(args.f), "repeats": args.repeats, "baseline": baseline,
+              "cases": len(list(reference.glob(f"*{file_ending}"))),
               "cases_source": f"from {images}" if args.i else "held out: imagesTs", "keys": keys,
-              "names": {k: names.get(k, k) for k in keys}, "rows": rows,
+              "names": {k: names.get(k, k) for k in keys}, "rows": rows, "runs": runs,
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), device {args.device}",
               "date": time.strftime("%Y-%m-%d"),
               "command": args.command_line}
