@@ -21,6 +21,7 @@ from helpers import (
     TINY_PLANS,
     NnunetWorkspace,
     make_workspace,
+    nnunet_predict,
     run_tool,
     train_fold0,
 )
@@ -134,3 +135,14 @@ def brats_region_model(workspace) -> tuple[Path, Path]:
     run_tool(["nnUNetv2_train", BRATS_ID, "2d", "0", "-tr", CMSAD_DROPOUT_TRAINER, "-p", TINY_PLANS, "-device",
               "cpu"], workspace.env)
     return raw, workspace.results / raw.name / f"{CMSAD_DROPOUT_TRAINER}__{TINY_PLANS}__2d"
+
+
+@pytest.fixture(scope="session")
+def reference_predictions(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model, tmp_path_factory):
+    """nnU-Net's own predictions (with probabilities) of the phantom's test cases by both fixture models."""
+    folder = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
+        for model in (trained_cmsad_model, trained_plain_model):
+            nnunet_predict(model.parent, phantom_dataset / "imagesTs", folder / model.parent.name, True)
+    return folder

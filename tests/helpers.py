@@ -117,3 +117,14 @@ def cli_lesion_case(tmp_path):
     prediction[4:6, 0:2, 10:12] = 1                                # and adds one elsewhere
     return reference, prediction, write_case_folders(tmp_path, reference, prediction)
 
+
+def nnunet_predict(model_folder: Path, images: Path, output: Path, save_probabilities: bool = False) -> Path:
+    """nnU-Net's own sequential prediction (no worker processes) of a folder in nnU-Net naming."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), (0,), "checkpoint_final.pth")
+    output.mkdir(parents=True, exist_ok=True)
+    predictor.predict_from_files_sequential(str(images), str(output), save_probabilities=save_probabilities)
+    return output

@@ -11,17 +11,12 @@ from helpers import (
     CMSAD_DROPOUT_TRAINER,
     CMSAD_TRAINER,
     DATASET_ID,
-    PLAIN_TRAINER,
     TINY_PLANS,
     run_tool,
     train_fold0,
 )
 
-
-def predict(workspace, images, output, trainer, *extra):
-    run_tool(["nnUNetv2_predict", "-i", images, "-o", output, "-d", DATASET_ID, "-c", "2d", "-f", "0", "-tr",
-              trainer, "-p", TINY_PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
-              *extra], workspace.env)
+from nnunet_multimodal.cli import main
 
 
 def test_training_logs_distillation_and_checkpoint_knobs(trained_cmsad_model):
@@ -36,19 +31,16 @@ def test_training_logs_distillation_and_checkpoint_knobs(trained_cmsad_model):
     assert not any("distill" in k for k in checkpoint["network_weights"])
 
 
-def test_predict_and_npz_ensemble_with_plain_nnunet(workspace, phantom_dataset, trained_cmsad_model,
-                                                    trained_plain_model, tmp_path):
-    images = phantom_dataset / "imagesTs"
-    predict(workspace, images, tmp_path / "cmsad", CMSAD_TRAINER, "--save_probabilities")
-    predict(workspace, images, tmp_path / "plain", PLAIN_TRAINER, "--save_probabilities")
-    run_tool(["nnUNetv2_ensemble", "-i", tmp_path / "cmsad", tmp_path / "plain", "-o", tmp_path / "ensemble", "-np",
-              "1"], workspace.env)
+def test_npz_ensemble_with_plain_nnunet(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model,
+                                       reference_predictions, tmp_path):
+    cmsad, plain = (reference_predictions / model.parent.name for model in (trained_cmsad_model, trained_plain_model))
+    run_tool(["nnUNetv2_ensemble", "-i", cmsad, plain, "-o", tmp_path / "ensemble", "-np", "1"], workspace.env)
     for case in sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir()):
-        for folder in ("cmsad", "plain", "ensemble"):
-            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / case)))
+        for folder in (cmsad, plain, tmp_path / "ensemble"):
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / case)))
             assert prediction.shape == (1, 64, 64)
             assert set(np.unique(prediction)) <= {0, 1, 2, 3}
-        probabilities = np.load(tmp_path / "cmsad" / case.replace(".nii.gz", ".npz"))["probabilities"]
+        probabilities = np.load(cmsad / case.replace(".nii.gz", ".npz"))["probabilities"]
         assert np.allclose(probabilities.sum(0), 1, atol=1e-3)
 
 
@@ -64,10 +56,15 @@ def test_attention_maps_command(workspace, phantom_dataset, trained_cmsad_model,
     run_tool(["nnunet-mm", "attention-maps", "-d", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS,
               "-i", *images, "-o", output], workspace.env)
     assert output.stat().st_size > 10_000
-    wrong = run_tool(["nnunet-mm", "attention-maps", "-d", DATASET_ID, "-c", "2d", "-tr", CMSAD_TRAINER, "-p",
-                      TINY_PLANS, "-i", *images[:2], "-o", output], workspace.env, check=False)
-    assert wrong.returncode == 2
-    assert "trained on 3 modalities" in wrong.stderr
+
+
+def test_attention_maps_name_the_modalities_the_model_needs(nnunet_paths, phantom_dataset, trained_cmsad_model,
+                                                            tmp_path, capsys):
+    images = sorted((phantom_dataset / "imagesTs").glob("*_000[0-2].nii.gz"))[:2]
+    assert main(["attention-maps", "-d", str(DATASET_ID), "-c", "2d", "-tr", CMSAD_TRAINER, "-p", TINY_PLANS, "-i",
+                 *map(str, images), "-o", str(tmp_path / "maps.png")]) == 2
+    assert "trained on 3 modalities" in capsys.readouterr().err
+
 
 
 def test_region_dataset(brats_region_model):

@@ -30,8 +30,8 @@ def predict(workspace, images, output, *extra, trainer=MAML_TRAINER):
 def predict_in_process(capsys, images, output, *extra) -> tuple[int, str]:
     """``nnunet-mm predict`` through the console script's entry function (no process start for an error path):
     its exit code and stderr."""
-    code = main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d", "-tr", MAML_TRAINER,
-                 "-p", TINY_PLANS, *extra])
+    code = main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d", "-tr",
+                 MAML_TRAINER, "-p", TINY_PLANS, *extra])
     return code, capsys.readouterr().err
 
 

@@ -21,6 +21,7 @@ from helpers import (
     PLAIN_TRAINER,
     SHARED,
     TINY_PLANS,
+    nnunet_predict,
     run_tool,
     write_nan_voxels,
 )
@@ -50,18 +51,6 @@ def touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
     return path
-
-
-def nnunet_predict(model_folder: Path, images: Path, output: Path, save_probabilities: bool = False) -> Path:
-    """nnU-Net's own sequential prediction (no worker processes) of a folder in nnU-Net naming."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_folder), (0,), "checkpoint_final.pth")
-    output.mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_files_sequential(str(images), str(output), save_probabilities=save_probabilities)
-    return output
 
 
 # --- the layout table ---------------------------------------------------------------------------------------
@@ -242,17 +231,6 @@ def test_real_isles22_case_written_where_its_mask_lives(tmp_path):
 
 
 # --- nnU-Net's model zip with our trainers -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def reference_predictions(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model, tmp_path_factory):
-    """nnU-Net's own predictions (with probabilities) of the phantom's test cases by both fixture models."""
-    folder = tmp_path_factory.mktemp("reference")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
-        for model in (trained_cmsad_model, trained_plain_model):
-            nnunet_predict(model.parent, phantom_dataset / "imagesTs", folder / model.parent.name, True)
-    return folder
-
 
 def test_zip_export_install_and_predict(workspace, phantom_dataset, trained_cmsad_model, reference_predictions,
                                         tmp_path):
