@@ -1,12 +1,15 @@
 """`nnunet-mm benchmark accuracy` on a tiny budget: it runs, writes its page section, and the tables parse."""
 
 import json
+import math
 
 import pytest
 from helpers import CMSAD_TRAINER, DATASET_ID, PLAIN_TRAINER, TINY_PLANS, run_tool
 
 from nnunet_multimodal.benchmarks.accuracy import (
     aggregate,
+    check_folds,
+    check_no_duplicates,
     check_same_budget,
     key_names,
     mean_and_sd,
@@ -68,12 +71,34 @@ def test_different_budgets_are_refused():
         check_same_budget(rows)
 
 
+def test_different_budgets_within_one_trainer_are_refused():
+    rows = [{"trainer": "A", "budget": {"iterations": 10}}, {"trainer": "A", "budget": {"iterations": 500}},
+            {"trainer": "B", "budget": {"iterations": 500}}]
+    with pytest.raises(ValueError, match=r"'A': \[10, 500\]"):
+        check_same_budget(rows)
+
+
+def test_a_fold_outside_the_split_is_refused(tmp_path):
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": [], "val": []}] * 3))
+    with pytest.raises(ValueError, match=r"\['3'\] do not exist: .*splits_final.json has folds 0 to 2"):
+        check_folds(["0", "3"], tmp_path)
+
+
+def test_fold_all_and_the_default_split_folds_are_accepted(tmp_path):
+    check_folds(["all", "4"], tmp_path)
+
+
+def test_a_trainer_given_twice_is_refused():
+    with pytest.raises(ValueError, match="-tr lists A more than once"):
+        check_no_duplicates(["A", "B", "A"], "-tr")
+
+
 def test_mean_and_sd_ignore_nan():
     assert mean_and_sd([0.5, float("nan"), 0.7]) == pytest.approx((0.6, 0.1414213562))
 
 
-def test_sd_of_one_run_is_zero():
-    assert mean_and_sd([0.5]) == (0.5, 0.0)
+def test_one_run_has_no_sd():
+    assert math.isnan(mean_and_sd([0.5])[1])
 
 
 def test_no_value_gives_nan():
@@ -92,6 +117,11 @@ def test_paired_counts_compare_the_same_case_of_the_same_fold_and_repeat():
                                                "mean_difference": pytest.approx((0.1 - 0.1 + 0.001) / 4)}
 
 
+def test_paired_counts_refuse_runs_evaluated_on_different_cases():
+    with pytest.raises(ValueError, match=r"fold 0: .*different cases \(\['c'\] in one only\)"):
+        paired_counts([run(1, "0", {"a": 0.5, "c": 0.5})], [run(1, "0", {"a": 0.5})])
+
+
 def test_paired_counts_skip_cases_without_a_dice():
     counts = paired_counts([run(1, "0", {"a": float("nan"), "b": 0.7})], [run(1, "0", {"a": 0.2, "b": 0.5})])
     assert counts["better"] + counts["worse"] + counts["tied"] == 1
@@ -107,38 +137,55 @@ def test_first_repeat_trains_into_nnunet_results_and_later_ones_into_the_output_
         tmp_path / "results", tmp_path / "out" / "repeat_2" / "nnUNet_results"]
 
 
+SETTINGS = {"labels_or_regions": "[1, 2]", "ignore_label": None, "device": "cpu"}
+
+
+def identity_of(tmp_path, missing_sweep=False, settings=SETTINGS):
+    return run_identity(tmp_path / "checkpoint_final.pth", tmp_path / "images", tmp_path / "labels", missing_sweep,
+                        settings)
+
+
 @pytest.fixture
 def stored(tmp_path):
     checkpoint = tmp_path / "checkpoint_final.pth"
     checkpoint.write_bytes(b"weights")
-    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
+    for folder, name in (("images", "case_0000.nii.gz"), ("labels", "case.nii.gz")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(b"voxels")
     record = tmp_path / "run.json"
-    record.write_text(json.dumps({"identity": identity, "run": {"mean_dice": 0.5}}))
+    record.write_text(json.dumps({"identity": identity_of(tmp_path), "run": {"mean_dice": 0.5}}))
     return checkpoint, record
 
 
 def test_a_stored_run_is_reused_while_its_checkpoint_is_unchanged(stored, tmp_path):
-    checkpoint, record = stored
-    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
-    assert stored_run(record, identity) == {"mean_dice": 0.5}
+    assert stored_run(stored[1], identity_of(tmp_path)) == {"mean_dice": 0.5}
 
 
 def test_a_stored_run_of_a_retrained_checkpoint_is_not_reused(stored, tmp_path):
     checkpoint, record = stored
     checkpoint.write_bytes(b"other weights")
-    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=False)
-    assert stored_run(record, identity) is None
+    assert stored_run(record, identity_of(tmp_path)) is None
 
 
 def test_a_stored_run_without_the_sweep_is_not_reused_for_one_with_it(stored, tmp_path):
-    checkpoint, record = stored
-    identity = run_identity(checkpoint, tmp_path / "images", tmp_path / "labels", missing_sweep=True)
-    assert stored_run(record, identity) is None
+    assert stored_run(stored[1], identity_of(tmp_path, missing_sweep=True)) is None
+
+
+def test_a_stored_run_is_not_reused_after_a_held_out_case_was_added(stored, tmp_path):
+    (tmp_path / "labels" / "other.nii.gz").write_bytes(b"voxels")
+    assert stored_run(stored[1], identity_of(tmp_path)) is None
+
+
+def test_a_stored_run_is_not_reused_with_other_regions(stored, tmp_path):
+    assert stored_run(stored[1], identity_of(tmp_path, settings={**SETTINGS, "labels_or_regions": "[1]"})) is None
 
 
 def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad_model, trained_plain_model, tmp_path):
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n")
+    earlier = tmp_path / "out" / "predictions" / PLAIN_TRAINER / "repeat_1" / "fold_0"
+    earlier.mkdir(parents=True)
+    (earlier / "no_longer_held_out.nii.gz").write_bytes(b"an earlier run's prediction")
     result = run_tool(["nnunet-mm", "benchmark", "accuracy", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS, "-tr",
                        PLAIN_TRAINER, CMSAD_TRAINER, "-o", tmp_path / "out", "--missing-sweep", "--page", page,
                        "--name", "phantom_2d"], workspace.env)
@@ -149,6 +196,7 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     assert report["cases"] == 2
     assert list(report["names"].values()) == ["organ", "lesion", "cyst"]
     assert (report["folds"], report["repeats"], report["baseline"]) == (["0"], 1, PLAIN_TRAINER)
+    assert "no_longer_held_out.nii.gz" not in report["runs"][PLAIN_TRAINER][0]["case_dice"]
     assert set(report["rows"][1]["paired"]) == {"better", "worse", "tied", "mean_difference"}
     for row in report["rows"]:
         assert row["budget"]["iterations"] == 10

@@ -7,8 +7,8 @@ are independent trainings whose spread is the one a user would see: repeat 1 liv
 finished fold there is reused), repeat r > 1 in ``<-o>/repeat_r/nnUNet_results``. Every run predicts the same
 held-out cases; the report gives each trainer's mean ± sd over its runs and, per case and run, whether it did
 better or worse than the baseline trainer (the first ``-tr``) in the same fold and repeat. A finished run's results
-are kept in ``<-o>/runs/``; re-running (e.g. with one more fold) reuses them while their checkpoint, held-out
-folders and sweep setting are unchanged.
+are kept in ``<-o>/runs/``; re-running (e.g. with one more fold) reuses them while their checkpoint, the files
+of the held-out folders, the evaluation settings and the sweep setting are unchanged.
 
 Writes a JSON report, a bar chart (PNG) and a Markdown section. With ``--page`` the section replaces the block
 between ``<!-- accuracy:NAME -->`` and ``<!-- /accuracy:NAME -->`` in that page (appended when absent), so
@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -44,12 +45,22 @@ def repeat_results(results: Path, out: Path, repeat: int) -> Path:
     return results if repeat == 1 else out / f"repeat_{repeat}" / "nnUNet_results"
 
 
-def run_identity(checkpoint: Path, images: Path, reference: Path, missing_sweep: bool) -> dict:
-    """What a stored run's results depend on: the checkpoint file (size, modification time), the held-out folders
-    and whether the modality sweep ran."""
+def folder_fingerprint(folder: Path) -> list[list]:
+    """The files of ``folder``: name, size and modification time of each."""
+    return [[path.name, stat.st_size, stat.st_mtime_ns] for path in sorted(folder.iterdir()) if path.is_file()
+            for stat in [path.stat()]]
+
+
+def run_identity(checkpoint: Path, images: Path, reference: Path, missing_sweep: bool,
+                 evaluation_settings: dict) -> dict:
+    """What a stored run's results depend on: the checkpoint file (size, modification time), the files of the
+    held-out folders, how they are evaluated (labels or regions, ignore label, device) and whether the modality
+    sweep ran."""
     stat = checkpoint.stat()
-    return {"checkpoint": str(checkpoint), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "images": str(images), "reference": str(reference), "missing_sweep": missing_sweep}
+    return {"schema_version": SCHEMA_VERSION, "checkpoint": str(checkpoint.resolve()), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "images": str(images.resolve()), "image_files": folder_fingerprint(images),
+            "reference": str(reference.resolve()), "reference_files": folder_fingerprint(reference),
+            "evaluation": evaluation_settings, "missing_sweep": missing_sweep}
 
 
 def stored_run(record: Path, identity: dict) -> dict | None:
@@ -68,11 +79,34 @@ def training_budget(folder: Path) -> dict:
     return budget
 
 
-def check_same_budget(rows: list[dict]) -> None:
-    iterations = {row["trainer"]: row["budget"]["iterations"] for row in rows}
-    if len(set(iterations.values())) > 1:
-        raise ValueError(f"the trainers ran different iteration budgets {iterations}; compare trainers with the same "
-                         f"schedule (e.g. all _20x25it_NoMirroring variants) or pass --allow-different-budgets")
+def check_same_budget(runs: list[dict]) -> None:
+    """Every run of every trainer with the same number of iterations (a reused fold may have been trained with
+    another schedule than the repeats trained now)."""
+    iterations = {}
+    for run in runs:
+        iterations.setdefault(run["trainer"], set()).add(run["budget"]["iterations"])
+    if len(set().union(*iterations.values())) > 1:
+        budgets = {trainer: sorted(values) for trainer, values in iterations.items()}
+        raise ValueError(f"the runs have different iteration budgets {budgets}; compare trainers with the same "
+                         f"schedule (e.g. all _20x25it_NoMirroring variants), retrain the odd folds (--retrain) or "
+                         f"pass --allow-different-budgets")
+
+
+def check_folds(folds: list[str], preprocessed: Path) -> None:
+    """The folds exist in the dataset's split (nnU-Net's default 5-fold split until splits_final.json is written)."""
+    splits = preprocessed / "splits_final.json"
+    count = len(json.loads(splits.read_text())) if splits.is_file() else 5
+    unknown = [fold for fold in folds if fold not in {str(i) for i in range(count)} | {"all"}]
+    if unknown:
+        source = str(splits) if splits.is_file() else "nnU-Net's default split"
+        raise ValueError(f"fold(s) {unknown} do not exist: {source} has folds 0 to {count - 1}; pass -f with "
+                         f"those (or 'all')")
+
+
+def check_no_duplicates(values: list[str], flag: str) -> None:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"{flag} lists {', '.join(repeated)} more than once: give each once")
 
 
 def key_names(labels: dict) -> dict[str, str]:
@@ -86,11 +120,11 @@ def key_names(labels: dict) -> dict[str, str]:
 
 
 def mean_and_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation, NaN ignored (sd 0 for a single value, NaN for none)."""
+    """Mean and sample standard deviation, NaN ignored (sd NaN for fewer than two values: no spread measured)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def case_foreground_dice(summary: dict) -> dict[str, float]:
@@ -106,6 +140,10 @@ def paired_counts(runs: list[dict], baseline_runs: list[dict]) -> dict:
     differences = []
     for run in runs:
         reference = baseline[(run["repeat"], run["fold"])]
+        if set(run["case_dice"]) != set(reference):
+            raise ValueError(f"repeat {run['repeat']}, fold {run['fold']}: the trainers were evaluated on different "
+                             f"cases ({sorted(set(run['case_dice']) ^ set(reference))} in one only); rerun the "
+                             f"benchmark into a new output folder (-o)")
         differences += [dice - reference[case] for case, dice in run["case_dice"].items()
                         if not (math.isnan(dice) or math.isnan(reference[case]))]
     return {"better": sum(d >= TIE_TOLERANCE for d in differences),
@@ -153,7 +191,7 @@ def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename
     fig, ax = new_figure(figsize=(1.6 * len(keys) + 6, 4))
     for i, row in enumerate(rows):
         ax.bar(np.arange(len(keys)) + i * width, [row["dice"][k] for k in keys], width, label=row["trainer"],
-               yerr=[row["dice_sd"][k] for k in keys] if row["runs"] > 1 else None, capsize=2)
+               yerr=np.nan_to_num([row["dice_sd"][k] for k in keys]), capsize=2)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"Dice {names.get(k, k)}" for k in keys])
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
@@ -161,14 +199,14 @@ def dice_plot(rows: list[dict], keys: list[str], names: dict[str, str], filename
     save_figure(fig, filename)
 
 
-def _mean_sd(mean: float, sd: float, runs: int) -> str:
-    return f"{mean:.3f} ± {sd:.3f}" if runs > 1 else f"{mean:.3f}"
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
 
 
 def markdown_section(report: dict, plot_name: str) -> str:
     keys, names, baseline = report["keys"], report["names"], report["baseline"]
     folds, repeats = report["folds"], report["repeats"]
-    spread = (f"mean ± sd over {len(folds) * repeats} runs (folds {', '.join(folds)} × {repeats} independent "
+    spread = (f"mean ± sample sd over {len(folds) * repeats} runs (folds {', '.join(folds)} × {repeats} independent "
               f"trainings each; nnU-Net's training is not seeded)" if len(folds) * repeats > 1 else "one run")
     lines = [f"Dataset `{report['dataset']}`, configuration `{report['configuration']}`, plans `{report['plans']}`, "
              f"{report['cases']} evaluated cases ({report.get('cases_source', 'held out')}) per run; {spread}; "
@@ -179,11 +217,11 @@ def markdown_section(report: dict, plot_name: str) -> str:
         + ["mean Dice", "mean HD95", f"cases better / worse than `{baseline}`"]
     table = [header]
     for row in report["rows"]:
-        b, runs = row["budget"], row["runs"]
+        b = row["budget"]
         paired = row.get("paired")
         table.append([f"`{row['trainer']}`", f"{b['iterations']} ({b['num_epochs']} × {b['num_iterations_per_epoch']})",
-                      str(b["batch_size"])] + [_mean_sd(row["dice"][k], row["dice_sd"][k], runs) for k in keys]
-                     + [_mean_sd(row["mean_dice"], row["mean_dice_sd"], runs), f"{row['mean_hd95']:.1f}",
+                      str(b["batch_size"])] + [_mean_sd(row["dice"][k], row["dice_sd"][k]) for k in keys]
+                     + [_mean_sd(row["mean_dice"], row["mean_dice_sd"]), f"{row['mean_hd95']:.1f}",
                         f"{paired['better']} / {paired['worse']} ({paired['mean_difference']:+.3f})" if paired
                         else "(baseline)"])
     lines += [markdown_table(table), "", f"![Dice per trainer]({plot_name})"]
@@ -209,6 +247,8 @@ def run_accuracy_benchmark(args) -> int:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    check_no_duplicates(args.f, "-f")
+    check_no_duplicates(args.tr, "-tr")
     env = env_with_plugin()
     raw = dataset_folder(args.d, "nnUNet_raw")
     dataset_name = raw.name
@@ -220,6 +260,9 @@ def run_accuracy_benchmark(args) -> int:
     dataset_json = read_dataset_json(raw / "dataset.json")
     labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
+    check_folds(args.f, dataset_folder(args.d, "nnUNet_preprocessed"))
+    evaluation_settings = {"labels_or_regions": str(labels_or_regions),
+                           "ignore_label": dataset_json["labels"].get("ignore"), "device": args.device}
     out = Path(args.o).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     results = Path(env["nnUNet_results"])
@@ -242,7 +285,8 @@ def run_accuracy_benchmark(args) -> int:
                         f"training {tag}", [str(bin_dir / "nnUNetv2_train"), str(args.d), args.c, fold, "-tr",
                                             trainer, "-p", args.p, *device], run_env, out / "logs" / f"train_{tag}.log")
                 record = out / "runs" / f"{tag}.json"
-                identity = run_identity(folder / "checkpoint_final.pth", images, reference, args.missing_sweep)
+                identity = run_identity(folder / "checkpoint_final.pth", images, reference, args.missing_sweep,
+                                        evaluation_settings)
                 stored = None if run["train_seconds"] is not None else stored_run(record, identity)
                 if stored is not None:
                     print(f"{trainer}, repeat {repeat}, fold {fold}: reusing the results in {record}", flush=True)
@@ -250,6 +294,9 @@ def run_accuracy_benchmark(args) -> int:
                     continue
                 run["budget"] = training_budget(folder)
                 predictions = out / "predictions" / trainer / f"repeat_{repeat}" / f"fold_{fold}"
+                # the benchmark's own folder: an earlier run's predictions of cases no longer held out must not
+                # be evaluated with this run's
+                shutil.rmtree(predictions, ignore_errors=True)
                 run["predict_seconds"] = run_console_script(
                     f"prediction with {tag}", [str(bin_dir / "nnUNetv2_predict"), "-i", str(images), "-o",
                                                str(predictions), "-d", str(args.d), "-c", args.c, "-f", fold, "-tr",
