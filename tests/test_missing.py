@@ -22,28 +22,26 @@ def arrays(folder):
     return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
 
 
-def predict(workspace, images, output, *extra, trainer=MAML_TRAINER):
-    return run_tool(["nnunet-mm", "predict", "-i", images, "-o", output, "-d", DATASET_ID, "-c", "2d", "-tr", trainer,
-                     "-p", TINY_PLANS, *extra], workspace.env)
-
-
 def predict_in_process(capsys, images, output, *extra) -> tuple[int, str]:
-    """``nnunet-mm predict`` through the console script's entry function (no process start for an error path):
-    its exit code and stderr."""
+    """``nnunet-mm predict`` through the console script's entry function (no process start): its exit code and
+    stderr."""
     code = main(["predict", "-i", str(images), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d", "-tr",
                  MAML_TRAINER, "-p", TINY_PLANS, *extra])
     return code, capsys.readouterr().err
 
 
-def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, phantom_dataset, trained_maml_model,
-                                                                    tmp_path):
+def test_absent_channel_file_is_detected_and_equals_explicit_missing(workspace, nnunet_paths, phantom_dataset,
+                                                                    trained_maml_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
     partial = tmp_path / "images"
     shutil.copytree(phantom_dataset / "imagesTs", partial)
     for f in partial.glob("*_0001.nii.gz"):
         f.unlink()                                     # T2 absent for every case
-    predict(workspace, partial, tmp_path / "absent")
-    predict(workspace, phantom_dataset / "imagesTs", tmp_path / "explicit", "--missing", "T2")
-    predict(workspace, phantom_dataset / "imagesTs", tmp_path / "explicit_again", "--missing", "T2")
+    # in-process (the console script itself is run by test_e2e and the sweep tests): three process starts saved
+    assert predict_in_process(capsys, partial, tmp_path / "absent")[0] == 0
+    assert predict_in_process(capsys, phantom_dataset / "imagesTs", tmp_path / "explicit", "--missing", "T2")[0] == 0
+    assert predict_in_process(capsys, phantom_dataset / "imagesTs", tmp_path / "explicit_again", "--missing",
+                              "T2")[0] == 0
     absent, explicit, again = (arrays(tmp_path / n) for n in ("absent", "explicit", "explicit_again"))
     assert sorted(absent) == sorted(p.name for p in (phantom_dataset / "labelsTs").iterdir())
     for name in absent:
