@@ -66,7 +66,6 @@ def test_attention_maps_name_the_modalities_the_model_needs(nnunet_paths, phanto
     assert "trained on 3 modalities" in capsys.readouterr().err
 
 
-
 def test_region_dataset(brats_region_model):
     _, model = brats_region_model
     summary = json.loads((model / "fold_0" / "validation" / "summary.json").read_text())
