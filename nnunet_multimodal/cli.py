@@ -489,7 +489,9 @@ def _add_benchmark(sub) -> None:
     p.add_argument("-o", required=True, help="output folder: predictions, logs, accuracy.json, the PNG")
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")
     p.add_argument("--missing-sweep", action="store_true", help="also evaluate every non-empty modality subset")
-    p.add_argument("--retrain", action="store_true", help="train even where a checkpoint_final.pth exists")
+    p.add_argument("--retrain", action="store_true",
+                   help="train even where a checkpoint_final.pth exists (for repeat 1: the fold in your "
+                        "nnUNet_results, which nnUNetv2_train then overwrites)")
     p.add_argument("--allow-different-budgets", action="store_true",
                    help="compare trainers whose epochs x iterations differ")
     p.add_argument("--page", help="Markdown page whose accuracy section to write (e.g. docs/benchmarks.md)")
