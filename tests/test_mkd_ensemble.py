@@ -54,3 +54,38 @@ def test_the_ensemble_knob_is_checked():
 
     with pytest.raises(ValueError, match="mkd.ensemble must be one of"):
         check_knobs({"ensemble": "probabilities"})
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits
+
+
+class _Refusing(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("this segmentor must not run")
+
+
+def test_target_segmentor_inference_returns_the_target_segmentors_logits():
+    from nnunet_multimodal.networks.mkd import MKDNet
+
+    net = MKDNet(_Constant(T), _Refusing(), "target_segmentor").eval()
+    torch.testing.assert_close(net(torch.zeros(1)), T)
+
+
+def test_assistant_segmentor_inference_returns_the_assistant_segmentors_logits():
+    from nnunet_multimodal.networks.mkd import MKDNet
+
+    net = MKDNet(_Refusing(), _Constant(A), "assistant_segmentor").eval()
+    torch.testing.assert_close(net(torch.zeros(1)), A)
+
+
+def test_single_segmentor_inference_still_trains_both_segmentors():
+    from nnunet_multimodal.networks.mkd import MKDNet
+
+    output = MKDNet(_Constant(T), _Constant(A), "target_segmentor").train()(torch.zeros(1))
+    assert set(output) == {"logits", "assistant_logits"}

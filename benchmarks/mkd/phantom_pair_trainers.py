@@ -13,6 +13,7 @@ from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
     nnUNetTrainerMKD_iamFeedback,
+    nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
 )
 from nnunet_multimodal.training.schedules import NoMirroring, Schedule20x25it
@@ -82,3 +83,19 @@ class Pair_MKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
 
 class Pair_MKDiamFeedback(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_iamFeedback):
     pass
+
+
+# ---- the ablation behind "why MKD trails target-only nnU-Net" (benchmarks/mkd/run_seeds.sh with TRAINERS=...)
+
+class Pair_MKDnoKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
+    """Both segmentors and the alignment module, without mutual distillation."""
+
+
+class Pair_MKDnoIAM(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noIAM):
+    """Mutual distillation on unaligned assistant images (no generators or discriminators)."""
+
+
+class Pair_MKDkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
+    """Both distillation terms at weight 0.1 instead of 1."""
+
+    extra_loss_terms = _kd_weight(0.1)

@@ -2,7 +2,9 @@
 # The MKD comparison over seeds on the phantom pair (synthetic; benchmarks/mkd/prepare_pair.sh): target-only
 # nnU-Net at the plans' batch and at MKD's target share of it (equal target patches), MKD with last-sample
 # foreground oversampling (before 2026-12-03), MKD as now, MKD with segmentation feedback into the alignment
-# module; each MKD model also predicted with the probability ensemble (mkd.ensemble=softmax_probabilities).
+# module; each MKD model also predicted with the probability ensemble (mkd.ensemble=softmax_probabilities) and
+# with each segmentor alone (mkd.ensemble=target_segmentor, assistant_segmentor). Ablations (TRAINERS=...):
+# Pair_MKDnoKD, Pair_MKDnoIAM, Pair_MKDkd01 (benchmarks/mkd/phantom_pair_trainers.py).
 # Fold 0, 20 x 25 iterations, 10 held-out target cases; trained models are reused. PAIR_DIM=3d: the 3D pair
 # (benchmarks/mkd/prepare_pair.sh); TRAINERS="..." runs only those settings.
 # Usage: [PAIR_DIM=3d] [TRAINERS=...] benchmarks/mkd/run_seeds.sh WORKDIR SEED [SEED...];
@@ -24,16 +26,20 @@ for s in "$@"; do
       nnUNetv2_train $TID $CONF 0 -tr $t -p $PL -device cpu > "$out.train.log" 2>&1
     predict_and_evaluate "$R/res_seed$s" $t "$out"
     case $t in Pair_MKD*)
-      probability=$R/res_seed${s}_probability/$(basename "$TARGET")/${t}__${PL}__$CONF
-      mkdir -p "$(dirname "$probability")"; rm -rf "$probability"; cp -r "$model" "$probability"
-      python - "$probability/plans.json" $CONF <<'PY'
+      for variant in probabilityEnsemble:softmax_probabilities targetSegmentor:target_segmentor \
+                     assistantSegmentor:assistant_segmentor; do
+        name=${variant%%:*}; ensemble=${variant#*:}
+        copy=$R/res_seed${s}_$name/$(basename "$TARGET")/${t}__${PL}__$CONF
+        mkdir -p "$(dirname "$copy")"; rm -rf "$copy"; cp -r "$model" "$copy"
+        python - "$copy/plans.json" $CONF $ensemble <<'PY'
 import json, sys
 plans = json.load(open(sys.argv[1]))
-plans["configurations"][sys.argv[2]].setdefault("multimodal", {}).setdefault("mkd", {})["ensemble"] = "softmax_probabilities"
+plans["configurations"][sys.argv[2]].setdefault("multimodal", {}).setdefault("mkd", {})["ensemble"] = sys.argv[3]
 json.dump(plans, open(sys.argv[1], "w"), indent=2)
 PY
-      mkdir -p "$out+probabilityEnsemble"
-      predict_and_evaluate "$R/res_seed${s}_probability" $t "$out+probabilityEnsemble";;
+        mkdir -p "$out+$name"
+        predict_and_evaluate "$R/res_seed${s}_$name" $t "$out+$name"
+      done;;
     esac
     echo "seed $s $t done"
   done

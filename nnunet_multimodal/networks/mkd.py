@@ -3,7 +3,8 @@
 - ``MKDNet``: the target segmentor S_t and the assistant segmentor S_a, both the plans' own network. In
   training both run on the same batch (target images and aligned assistant images concatenated), so one call
   gives everything the losses need; in inference the output is their ensemble: the mean of their logits, or
-  (knob ``ensemble``) the mean of their probabilities, returned as logits whose softmax or sigmoid gives it.
+  (knob ``ensemble``) the mean of their probabilities, returned as logits whose softmax or sigmoid gives it, or
+  one segmentor's logits alone.
 - ``ImageAlignmentModule``: CycleGAN-style generators G (assistant -> target appearance) and F (target ->
   assistant), full-resolution residual networks that map intensities locally (appearance, not anatomy).
 - ``DiscriminatorPair``: PatchGAN discriminators D_t (target appearance) and D_a (assistant appearance).
@@ -23,10 +24,12 @@ DEFAULT_KNOBS = {
     "generator_blocks": 1,        # residual blocks per generator (why 1: docs/methods/mkd.md, "Where we chose")
     "discriminator_width": 16,    # channels of the first discriminator layer (doubled once)
     # what inference averages: the segmentors' "logits", or their "softmax_probabilities" (labels) or
-    # "sigmoid_probabilities" (regions), as the paper ensembles the two predictions
+    # "sigmoid_probabilities" (regions), as the paper ensembles the two predictions; or one segmentor alone,
+    # "target_segmentor" or "assistant_segmentor" (to see what each contributes)
     "ensemble": "logits",
 }
-ENSEMBLES = ("logits", "softmax_probabilities", "sigmoid_probabilities")
+SINGLE_SEGMENTORS = ("target_segmentor", "assistant_segmentor")
+ENSEMBLES = ("logits", "softmax_probabilities", "sigmoid_probabilities") + SINGLE_SEGMENTORS
 
 
 def check_knobs(knobs: dict) -> None:
@@ -51,7 +54,8 @@ def _mean_probabilities_as_logits(t: torch.Tensor, a: torch.Tensor, kind: str) -
 
 
 def ensemble_logits(target_logits, assistant_logits, kind: str = "logits"):
-    """The two segmentors' ensemble (``kind``: one of ``ENSEMBLES``), per deep-supervision level for lists."""
+    """The two segmentors' ensemble (``kind``: one of ``ENSEMBLES`` but ``SINGLE_SEGMENTORS``), per
+    deep-supervision level for lists."""
     if isinstance(target_logits, (list, tuple)):
         return [ensemble_logits(t, a, kind) for t, a in zip(target_logits, assistant_logits)]
     if kind == "logits":
@@ -73,6 +77,8 @@ class MKDNet(nn.Module):
             segmentor.decoder.deep_supervision = enabled
 
     def forward(self, x: torch.Tensor):
+        if not self.training and self.ensemble in SINGLE_SEGMENTORS:
+            return (self.target if self.ensemble == "target_segmentor" else self.assistant)(x)
         target_logits, assistant_logits = self.target(x), self.assistant(x)
         if self.training:
             return {"logits": target_logits, "assistant_logits": assistant_logits}
