@@ -161,16 +161,9 @@ def test_mkd_prepare_keeps_the_assistants_own_normalisation(workspace, mkd_assis
     assert len(cases) == 8
 
 
-def test_mkd_prepare_writes_the_probability_ensemble_for_a_label_dataset(mkd_assistant):
+def test_mkd_prepare_writes_target_segmentor_inference(mkd_assistant):
     knobs = json.loads(mkd_assistant.read_text())["configurations"]["2d"]["multimodal"]["mkd"]
-    assert knobs == {"ensemble": "softmax_probabilities"}
-
-
-def test_a_region_dataset_gets_the_sigmoid_ensemble():
-    from nnunet_multimodal.data.mkd_assistant import probability_ensemble
-
-    regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2]}
-    assert probability_ensemble(regions) == "sigmoid_probabilities"
+    assert knobs == {"ensemble": "target_segmentor"}
 
 
 def test_find_assistant_errors(workspace, nnunet_paths, phantom_dataset, mkd_assistant, tmp_path):
@@ -298,7 +291,8 @@ def test_mkd_checkpoint_restores_every_part(trained_mkd_model, nnunet_paths):
     assert trainer.current_epoch == checkpoint["current_epoch"]
 
 
-def test_mkd_predicts_with_the_ensemble(workspace, nnunet_paths, phantom_dataset, trained_mkd_model, tmp_path):
+def test_mkd_predicts_with_the_prepared_inference(workspace, nnunet_paths, phantom_dataset, trained_mkd_model,
+                                                  tmp_path):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     output = tmp_path / "predictions"
@@ -313,9 +307,8 @@ def test_mkd_predicts_with_the_ensemble(workspace, nnunet_paths, phantom_dataset
     network.load_state_dict(predictor.list_of_parameters[0])
     network.eval()
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():  # mkd-prepare's plans ask for the mean of the probabilities
-        mean_probabilities = (torch.softmax(network.target(x), 1) + torch.softmax(network.assistant(x), 1)) / 2
-        torch.testing.assert_close(torch.softmax(network(x), 1), mean_probabilities)
+    with torch.no_grad():  # mkd-prepare's plans ask for the target segmentor alone
+        torch.testing.assert_close(network(x), network.target(x))
 
 
 def _forced_foreground_rate(loader, batches: int = 3000) -> float:

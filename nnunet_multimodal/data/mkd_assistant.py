@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_multimodal.atomic_files import write_text_atomic
 from nnunet_multimodal.training.knobs import PLANS_KEY
+
+# the mkd.ensemble that mkd-prepare writes into new plans: the target segmentor alone, measured better than both
+# ensembles on the phantom pair (docs/methods/mkd.md, "Where we chose"); plans written before keep their value
+PREPARED_INFERENCE = "target_segmentor"
 
 ENTRY_KEY = "mkd_assistant"
 ASSISTANT_MARK = "mkd_assistant_of"  # in the assistant-side plans: written by mkd-prepare for this target
@@ -136,24 +139,15 @@ def prepare_assistant(target: str | int, assistant: str | int, plans_identifier:
 
     assistant_manager = PlansManager(assistant_plans)
     mkd_plans = dict(copy.deepcopy(target_plans), plans_name=name)
-    ensemble = probability_ensemble(target_json)
     for c in configurations:
         knobs = mkd_plans["configurations"][c].setdefault(PLANS_KEY, {}).setdefault("mkd", {})
-        knobs.setdefault("ensemble", ensemble)
+        knobs.setdefault("ensemble", PREPARED_INFERENCE)
     mkd_plans[ENTRY_KEY] = {
         "dataset": assistant_name, "plans": name, "source_plans": plans_identifier,
         "data_identifier": {c: assistant_manager.get_configuration(c).data_identifier for c in configurations}}
     target_file = target_folder / f"{name}.json"
     write_text_atomic(target_file, json.dumps(mkd_plans, indent=4))
     return target_file
-
-
-def probability_ensemble(dataset_json: dict) -> str:
-    """The ``mkd.ensemble`` that averages the segmentors' probabilities for this dataset: the knob's default in
-    the plans ``mkd-prepare`` writes (measured better than averaging logits on the phantom pair; plans written
-    before it, and so the models trained with them, keep the logit average)."""
-    labels = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
-    return "sigmoid_probabilities" if labels.has_regions else "softmax_probabilities"
 
 
 @dataclass(frozen=True)
