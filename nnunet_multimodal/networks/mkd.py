@@ -23,9 +23,11 @@ DEFAULT_KNOBS = {
     "generator_width": 16,        # channels of the IAM generators (full resolution)
     "generator_blocks": 1,        # residual blocks per generator (why 1: docs/methods/mkd.md, "Where we chose")
     "discriminator_width": 16,    # channels of the first discriminator layer (doubled once)
-    # what inference averages: the segmentors' "logits", or their "softmax_probabilities" (labels) or
-    # "sigmoid_probabilities" (regions), as the paper ensembles the two predictions; or one segmentor alone,
-    # "target_segmentor" or "assistant_segmentor" (to see what each contributes)
+    # what inference predicts with: the mean of the segmentors' "logits", or of their "softmax_probabilities"
+    # (labels) or "sigmoid_probabilities" (regions), as the paper ensembles the two predictions; or one segmentor
+    # alone, "target_segmentor" (what mkd-prepare writes: it measured better, docs/methods/mkd.md) or
+    # "assistant_segmentor". "logits" stays the default here so plans written before mkd-prepare set it keep
+    # predicting as they were trained to.
     "ensemble": "logits",
 }
 SINGLE_SEGMENTORS = ("target_segmentor", "assistant_segmentor")
