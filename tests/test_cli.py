@@ -81,6 +81,25 @@ def test_an_unknown_dataset_id_names_where_it_was_looked_for(empty_nnunet_folder
     assert f"dataset 977 is not in {folder} ({empty_nnunet_folders / folder}: no folder Dataset977_*)" in error
 
 
+def test_benchmark_accuracy_refuses_a_cascade_stage_before_training(empty_nnunet_folders, capsys):
+    raw = empty_nnunet_folders / "nnUNet_raw" / "Dataset977_Cascade"
+    for folder in ("imagesTs", "labelsTs"):
+        (raw / folder).mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+                                                  "numTraining": 0, "file_ending": ".nii.gz"}))
+    preprocessed = empty_nnunet_folders / "nnUNet_preprocessed" / "Dataset977_Cascade"
+    preprocessed.mkdir()
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps({"configurations": {
+        "3d_fullres": {"architecture": {}},
+        "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}}))
+    assert cli.main(["benchmark", "accuracy", "-d", "977", "-c", "3d_cascade_fullres", "-tr", "nnUNetTrainerCMSAD",
+                     "-o", str(empty_nnunet_folders / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "3d_cascade_fullres in" in error
+    assert "is a cascade stage (it takes 3d_lowres's segmentations)" in error
+    assert not (empty_nnunet_folders / "nnUNet_results" / "Dataset977_Cascade").exists()
+
+
 def test_a_malformed_dataset_json_is_named_by_verify(tmp_path, capsys):
     (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "T1"}, ')
     assert cli.main(["verify", "--folder", str(tmp_path), "--quiet"]) == 1

@@ -103,6 +103,28 @@ def check_folds(folds: list[str], preprocessed: Path) -> None:
                          f"those (or 'all')")
 
 
+def check_single_stage_configuration(preprocessed: Path, plans: str, configuration: str) -> None:
+    """``configuration`` is in the plans and trains on its own: a cascade stage also needs the previous stage's
+    predictions, in training and in prediction, which this benchmark does not make."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_file = preprocessed / f"{plans}.json"
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"{plans_file} does not exist: plan and preprocess the dataset first "
+                                f"(nnUNetv2_plan_and_preprocess, and nnunet-mm plans for the plugin's plans) or "
+                                f"pass the plans you made with -p")
+    manager = PlansManager(str(plans_file))
+    if configuration not in manager.available_configurations:
+        raise ValueError(f"configuration {configuration!r} is not in {plans_file}: pass -c with one of "
+                         f"{', '.join(manager.available_configurations)}")
+    previous_stage = manager.get_configuration(configuration).previous_stage_name
+    if previous_stage is not None:
+        raise ValueError(f"{configuration} in {plans_file} is a cascade stage (it takes {previous_stage}'s "
+                         f"segmentations): benchmark accuracy compares single-stage configurations; benchmark "
+                         f"{previous_stage} or 3d_fullres, or train the cascade with nnUNetv2_train and score it "
+                         f"with nnUNetv2_predict -prev_stage_predictions and nnunet-mm evaluate")
+
+
 def check_no_duplicates(values: list[str], flag: str) -> None:
     repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
@@ -260,7 +282,9 @@ def run_accuracy_benchmark(args) -> int:
     dataset_json = read_dataset_json(raw / "dataset.json")
     labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
-    check_folds(args.f, dataset_folder(args.d, "nnUNet_preprocessed"))
+    preprocessed = dataset_folder(args.d, "nnUNet_preprocessed")
+    check_single_stage_configuration(preprocessed, args.p, args.c)
+    check_folds(args.f, preprocessed)
     evaluation_settings = {"labels_or_regions": str(labels_or_regions),
                            "ignore_label": dataset_json["labels"].get("ignore"), "device": args.device}
     out = Path(args.o).resolve()
