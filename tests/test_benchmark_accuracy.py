@@ -120,6 +120,13 @@ def test_a_configuration_not_in_the_plans_is_refused_listing_those_there(cascade
         check_single_stage_configuration(cascade_plans, "P", "2d")
 
 
+@pytest.mark.parametrize("text", ['{"configurations": ', '{"plans_name": "Q"}', "[]"])
+def test_unreadable_plans_are_refused_naming_the_file(tmp_path, text):
+    (tmp_path / "Q.json").write_text(text)
+    with pytest.raises(ValueError, match=r"Q.json is no usable nnU-Net plans file"):
+        check_single_stage_configuration(tmp_path, "Q", "2d")
+
+
 def test_missing_plans_are_refused_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"Q.json does not exist: plan and preprocess"):
         check_single_stage_configuration(tmp_path, "Q", "2d")

@@ -9,6 +9,7 @@ sd of the fold means, and each fold mean's difference to the first trainer's. Pr
 import json
 import statistics
 import sys
+from pathlib import Path
 
 
 def value(run: dict, key: str) -> float:
@@ -20,7 +21,9 @@ def fold_means(runs: list[dict], key: str, folds: list[str]) -> list[float]:
 
 
 def main(report_file: str) -> None:
-    report = json.loads(open(report_file).read())
+    report = json.loads(Path(report_file).read_text())
+    if report["repeats"] < 2:
+        sys.exit(f"{report_file} has one training per fold: a seed spread needs --repeats 2 or more")
     folds, baseline = report["folds"], report["baseline"]
     keys = report["keys"] + ["mean"]
     names = dict(report["names"], mean="mean")

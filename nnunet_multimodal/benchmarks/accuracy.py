@@ -113,10 +113,15 @@ def check_single_stage_configuration(preprocessed: Path, plans: str, configurati
         raise FileNotFoundError(f"{plans_file} does not exist: plan and preprocess the dataset first "
                                 f"(nnUNetv2_plan_and_preprocess, and nnunet-mm plans for the plugin's plans) or "
                                 f"pass the plans you made with -p")
-    manager = PlansManager(str(plans_file))
-    if configuration not in manager.available_configurations:
+    try:
+        manager = PlansManager(json.loads(plans_file.read_text()))
+        configurations = manager.available_configurations
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{plans_file} is no usable nnU-Net plans file ({type(error).__name__}: {error}); write it "
+                         f"again with nnUNetv2_plan_and_preprocess (and nnunet-mm plans)") from error
+    if configuration not in configurations:
         raise ValueError(f"configuration {configuration!r} is not in {plans_file}: pass -c with one of "
-                         f"{', '.join(manager.available_configurations)}")
+                         f"{', '.join(configurations)}")
     previous_stage = manager.get_configuration(configuration).previous_stage_name
     if previous_stage is not None:
         raise ValueError(f"{configuration} in {plans_file} is a cascade stage (it takes {previous_stage}'s "
