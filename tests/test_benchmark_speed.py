@@ -84,6 +84,7 @@ def test_measurements_survive_a_failing_trainer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(speed, "_measure_in_subprocess", measure)
     monkeypatch.setattr(speed, "dataset_folder", lambda dataset, variable: tmp_path)
+    (tmp_path / "P.json").write_text(json.dumps({"configurations": {"2d": {"architecture": {}}}}))
     report_file = tmp_path / "speed.json"
     args = Namespace(d="1", c="2d", p="P", tr=["A", "Broken"], device="cpu", steps=1, warmup=0, rounds=1,
                      cases=1, json=str(report_file), profile=None)

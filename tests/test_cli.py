@@ -81,7 +81,9 @@ def test_an_unknown_dataset_id_names_where_it_was_looked_for(empty_nnunet_folder
     assert f"dataset 977 is not in {folder} ({empty_nnunet_folders / folder}: no folder Dataset977_*)" in error
 
 
-def test_benchmark_accuracy_refuses_a_cascade_stage_before_training(empty_nnunet_folders, capsys):
+@pytest.mark.parametrize("benchmark", [["accuracy", "-o", "out"], ["speed"]])
+def test_benchmarks_refuse_a_cascade_stage_before_running(empty_nnunet_folders, capsys, monkeypatch, benchmark):
+    monkeypatch.chdir(empty_nnunet_folders)
     raw = empty_nnunet_folders / "nnUNet_raw" / "Dataset977_Cascade"
     for folder in ("imagesTs", "labelsTs"):
         (raw / folder).mkdir(parents=True)
@@ -92,12 +94,20 @@ def test_benchmark_accuracy_refuses_a_cascade_stage_before_training(empty_nnunet
     (preprocessed / "nnUNetPlans.json").write_text(json.dumps({"configurations": {
         "3d_fullres": {"architecture": {}},
         "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}}))
-    assert cli.main(["benchmark", "accuracy", "-d", "977", "-c", "3d_cascade_fullres", "-tr", "nnUNetTrainerCMSAD",
-                     "-o", str(empty_nnunet_folders / "out")]) == 2
+    assert cli.main(["benchmark", benchmark[0], "-d", "977", "-c", "3d_cascade_fullres", "-tr", "nnUNetTrainerCMSAD",
+                     *benchmark[1:]]) == 2
     error = capsys.readouterr().err
-    assert "3d_cascade_fullres in" in error
-    assert "is a cascade stage (it takes 3d_lowres's segmentations)" in error
+    assert f"3d_cascade_fullres in {preprocessed / 'nnUNetPlans.json'} is a cascade stage (it takes 3d_lowres's " \
+           f"segmentations): benchmark {benchmark[0]} runs single-stage configurations" in error
     assert not (empty_nnunet_folders / "nnUNet_results" / "Dataset977_Cascade").exists()
+
+
+def test_benchmark_speed_names_missing_plans_before_measuring(empty_nnunet_folders, capsys):
+    (empty_nnunet_folders / "nnUNet_preprocessed" / "Dataset977_NoPlans").mkdir()
+    assert cli.main(["benchmark", "speed", "-d", "977", "-p", "nnUNetPlans_mmtiny", "-tr", "nnUNetTrainerCMSAD"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "nnUNetPlans_mmtiny.json does not exist: plan and preprocess the dataset first" in error
 
 
 def test_a_malformed_dataset_json_is_named_by_verify(tmp_path, capsys):

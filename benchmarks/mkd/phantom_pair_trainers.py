@@ -19,8 +19,8 @@ from nnunet_multimodal.training.mkd import (
 from nnunet_multimodal.training.schedules import NoMirroring, Schedule20x25it
 
 
-def _kd_weight(weight: float) -> tuple:
-    return tuple(LossTerm(t.name, weight) if t.name.startswith("kd_") else t for t in nnUNetTrainerMKD.extra_loss_terms)
+def _kd_weight(weight: float, terms: tuple = nnUNetTrainerMKD.extra_loss_terms) -> tuple:
+    return tuple(LossTerm(t.name, weight) if t.name.startswith("kd_") else t for t in terms)
 
 
 class MKDPair_noKD(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
@@ -99,3 +99,9 @@ class Pair_MKDkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
     """Both distillation terms at weight 0.1 instead of 1."""
 
     extra_loss_terms = _kd_weight(0.1)
+
+
+class Pair_MKDnoIAMkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noIAM):
+    """No alignment module and both distillation terms at weight 0.1."""
+
+    extra_loss_terms = _kd_weight(0.1, nnUNetTrainerMKD_noIAM.extra_loss_terms)

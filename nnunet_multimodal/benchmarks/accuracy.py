@@ -28,12 +28,15 @@ import time
 from pathlib import Path
 
 from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.benchmarks.plans_check import check_single_stage_configuration
 from nnunet_multimodal.environment import dataset_folder, env_with_plugin
 from nnunet_multimodal.text_table import markdown_table
 
 SCHEMA_VERSION = 2
 # a per-case foreground Dice difference below this counts as a tie in the paired comparison
 TIE_TOLERANCE = 0.005
+CASCADE_ADVICE = (", or train the cascade with nnUNetv2_train and score it with nnUNetv2_predict "
+                  "-prev_stage_predictions and nnunet-mm evaluate")
 
 
 def fold_folder(results: Path, dataset_name: str, trainer: str, plans: str, configuration: str, fold: str) -> Path:
@@ -101,33 +104,6 @@ def check_folds(folds: list[str], preprocessed: Path) -> None:
         source = str(splits) if splits.is_file() else "nnU-Net's default split"
         raise ValueError(f"fold(s) {unknown} do not exist: {source} has folds 0 to {count - 1}; pass -f with "
                          f"those (or 'all')")
-
-
-def check_single_stage_configuration(preprocessed: Path, plans: str, configuration: str) -> None:
-    """``configuration`` is in the plans and trains on its own: a cascade stage also needs the previous stage's
-    predictions, in training and in prediction, which this benchmark does not make."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans_file = preprocessed / f"{plans}.json"
-    if not plans_file.is_file():
-        raise FileNotFoundError(f"{plans_file} does not exist: plan and preprocess the dataset first "
-                                f"(nnUNetv2_plan_and_preprocess, and nnunet-mm plans for the plugin's plans) or "
-                                f"pass the plans you made with -p")
-    try:
-        manager = PlansManager(json.loads(plans_file.read_text()))
-        configurations = manager.available_configurations
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{plans_file} is no usable nnU-Net plans file ({type(error).__name__}: {error}); write it "
-                         f"again with nnUNetv2_plan_and_preprocess (and nnunet-mm plans)") from error
-    if configuration not in configurations:
-        raise ValueError(f"configuration {configuration!r} is not in {plans_file}: pass -c with one of "
-                         f"{', '.join(configurations)}")
-    previous_stage = manager.get_configuration(configuration).previous_stage_name
-    if previous_stage is not None:
-        raise ValueError(f"{configuration} in {plans_file} is a cascade stage (it takes {previous_stage}'s "
-                         f"segmentations): benchmark accuracy compares single-stage configurations; benchmark "
-                         f"{previous_stage} or 3d_fullres, or train the cascade with nnUNetv2_train and score it "
-                         f"with nnUNetv2_predict -prev_stage_predictions and nnunet-mm evaluate")
 
 
 def check_no_duplicates(values: list[str], flag: str) -> None:
@@ -288,7 +264,7 @@ def run_accuracy_benchmark(args) -> int:
     labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     preprocessed = dataset_folder(args.d, "nnUNet_preprocessed")
-    check_single_stage_configuration(preprocessed, args.p, args.c)
+    check_single_stage_configuration(preprocessed, args.p, args.c, "accuracy", CASCADE_ADVICE)
     check_folds(args.f, preprocessed)
     evaluation_settings = {"labels_or_regions": str(labels_or_regions),
                            "ignore_label": dataset_json["labels"].get("ignore"), "device": args.device}

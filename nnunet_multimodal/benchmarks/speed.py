@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from nnunet_multimodal.atomic_files import write_text_atomic
+from nnunet_multimodal.benchmarks.plans_check import check_single_stage_configuration
 from nnunet_multimodal.environment import dataset_folder, env_with_plugin
 from nnunet_multimodal.text_table import text_table
 
@@ -96,7 +97,8 @@ def _measure_in_subprocess(trainer: str, args, env: dict, profile: bool) -> dict
 
 
 def run_speed_benchmark(args) -> int:
-    dataset_folder(args.d, "nnUNet_preprocessed")  # an unknown id, named before any worker starts
+    # an unknown id, plans or configuration, named before any worker starts
+    check_single_stage_configuration(dataset_folder(args.d, "nnUNet_preprocessed"), args.p, args.c, "speed")
     env = env_with_plugin()
     env.setdefault("nnUNet_compile", "f")
     env.setdefault("nnUNet_n_proc_DA", "0")
