@@ -33,6 +33,8 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD_2x5it_NoMirroring,
     nnUNetTrainerMKD_iamFeedback_2x5it_NoMirroring,
     nnUNetTrainerMKD_kdTemperature2,
+    nnUNetTrainerMKD_kdWeight1,
+    nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_T2,
 )
 
@@ -342,6 +344,24 @@ def test_the_old_temperature_trainer_name_warns_and_trains_as_the_new_one(traine
         trainer = _in_process_trainer(trained_mkd_model, 1, nnUNetTrainerMKD_T2)
     assert isinstance(trainer, nnUNetTrainerMKD_kdTemperature2)
     assert trainer.kd_temperature == 2.0
+
+
+def _weights(trainer_class) -> dict[str, float]:
+    return {term.name: term.weight for term in trainer_class.extra_loss_terms}
+
+
+def test_both_distillation_terms_weigh_one_tenth_by_default():
+    assert {k: v for k, v in _weights(nnUNetTrainerMKD).items() if k.startswith("kd_")} == {"kd_target": 0.1,
+                                                                                          "kd_aligned": 0.1}
+
+
+def test_kd_weight_1_changes_only_the_distillation_weights():
+    expected = {**_weights(nnUNetTrainerMKD), "kd_target": 1.0, "kd_aligned": 1.0}
+    assert _weights(nnUNetTrainerMKD_kdWeight1) == expected
+
+
+def test_the_variant_without_alignment_distils_at_the_default_weight():
+    assert _weights(nnUNetTrainerMKD_noIAM)["kd_target"] == _weights(nnUNetTrainerMKD)["kd_target"]
 
 
 def test_scale_gradient_keeps_the_value():

@@ -1,5 +1,8 @@
 """MKD settings compared on the phantom pair (benchmarks/mkd/run_phantom_pair.sh), on the demo schedule
-(20 epochs x 25 iterations, no mirroring, as nnUNetTrainerMKD_20x25it_NoMirroring)."""
+(20 epochs x 25 iterations, no mirroring, as nnUNetTrainerMKD_20x25it_NoMirroring).
+
+Each class keeps the distillation weight it was measured with: 1 for every setting measured before 2026-12-04
+(then nnUNetTrainerMKD's default, now nnUNetTrainerMKD_kdWeight1's), 0.1 where the name says kd01."""
 
 import os
 import random
@@ -13,6 +16,7 @@ from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
     nnUNetTrainerMKD_iamFeedback,
+    nnUNetTrainerMKD_kdWeight1,
     nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
 )
@@ -23,11 +27,14 @@ def _kd_weight(weight: float, terms: tuple = nnUNetTrainerMKD.extra_loss_terms) 
     return tuple(LossTerm(t.name, weight) if t.name.startswith("kd_") else t for t in terms)
 
 
+KD_WEIGHT_1 = nnUNetTrainerMKD_kdWeight1.extra_loss_terms
+
+
 class MKDPair_noKD(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
     pass
 
 
-class MKDPair_T2(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
+class MKDPair_T2(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
     kd_temperature = 2.0
 
 
@@ -43,8 +50,10 @@ class MKDPair_T1kd01(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
 # (benchmarks/mkd/run_seeds.sh): every setting on the same schedule, seeded from MKD_PAIR_SEED.
 
 class Seeded:
-    """Seeds Python's, NumPy's and PyTorch's generators from MKD_PAIR_SEED before nnU-Net builds anything; with
-    nnUNet_n_proc_DA=0 (augmentation in the training process) and the CPU, a run is then reproducible."""
+    """Seeds Python's, NumPy's and PyTorch's generators from MKD_PAIR_SEED before nnU-Net builds anything, with
+    nnUNet_n_proc_DA=0 (augmentation in the training process): a setting starts from its seed's weights and
+    draws. A seed does not replay a run made in another working folder (target-only Dice moved by up to 0.021),
+    so compare settings trained in the same folder seed by seed, others as distributions."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -67,7 +76,7 @@ class Pair_targetOnlyHalfBatch(Pair_targetOnly):
         self.batch_size = assistant_batch_size(self.batch_size, nnUNetTrainerMKD.assistant_share)[0]
 
 
-class Pair_MKDLastSampleOversampling(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
+class Pair_MKDLastSampleOversampling(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
     """MKD as before 2026-12-03: nnU-Net's forced foreground on the last samples of each loader's batch, which a
     loader batch of 1 never reaches."""
 
@@ -77,12 +86,12 @@ class Pair_MKDLastSampleOversampling(Seeded, Schedule20x25it, NoMirroring, nnUNe
         self.probabilistic_oversampling = False
 
 
-class Pair_MKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
-    pass
+class Pair_MKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
+    """MKD as measured on 2026-12-03 (distillation weight 1)."""
 
 
 class Pair_MKDiamFeedback(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_iamFeedback):
-    pass
+    extra_loss_terms = KD_WEIGHT_1
 
 
 # ---- the ablation behind "why MKD trails target-only nnU-Net" (benchmarks/mkd/run_seeds.sh with TRAINERS=...)
@@ -92,11 +101,13 @@ class Pair_MKDnoKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
 
 
 class Pair_MKDnoIAM(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noIAM):
-    """Mutual distillation on unaligned assistant images (no generators or discriminators)."""
+    """Mutual distillation (weight 1) on unaligned assistant images (no generators or discriminators)."""
+
+    extra_loss_terms = _kd_weight(1.0, nnUNetTrainerMKD_noIAM.extra_loss_terms)
 
 
 class Pair_MKDkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
-    """Both distillation terms at weight 0.1 instead of 1."""
+    """Both distillation terms at weight 0.1 instead of 1 (nnUNetTrainerMKD's default since 2026-12-04)."""
 
     extra_loss_terms = _kd_weight(0.1)
 

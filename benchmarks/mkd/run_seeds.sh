@@ -4,7 +4,8 @@
 # foreground oversampling (before 2026-12-03), MKD as now, MKD with segmentation feedback into the alignment
 # module; each MKD model also predicted with the probability ensemble (mkd.ensemble=softmax_probabilities) and
 # with each segmentor alone (mkd.ensemble=target_segmentor, assistant_segmentor). Ablations (TRAINERS=...):
-# Pair_MKDnoKD, Pair_MKDnoIAM, Pair_MKDkd01 (benchmarks/mkd/phantom_pair_trainers.py).
+# Pair_MKDnoKD, Pair_MKDnoIAM, Pair_MKDkd01, Pair_MKDnoIAMkd01 (benchmarks/mkd/phantom_pair_trainers.py; the
+# settings without kd01 distil at weight 1, as measured before 2026-12-04).
 # Fold 0, 20 x 25 iterations, 10 held-out target cases; trained models are reused. PAIR_DIM=3d: the 3D pair
 # (benchmarks/mkd/prepare_pair.sh); TRAINERS="..." runs only those settings.
 # Usage: [PAIR_DIM=3d] [TRAINERS=...] benchmarks/mkd/run_seeds.sh WORKDIR SEED [SEED...];
