@@ -34,6 +34,10 @@ class MKDPair_noKD(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
     pass
 
 
+class MKDPair_T1(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
+    """Temperature 1, weight 1: nnUNetTrainerMKD_20x25it_NoMirroring as measured on 2026-11-30."""
+
+
 class MKDPair_T2(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
     kd_temperature = 2.0
 
@@ -52,7 +56,7 @@ class MKDPair_T1kd01(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
 class Seeded:
     """Seeds Python's, NumPy's and PyTorch's generators from MKD_PAIR_SEED before nnU-Net builds anything, with
     nnUNet_n_proc_DA=0 (augmentation in the training process): a setting starts from its seed's weights and
-    draws. A seed does not replay a run made in another working folder (target-only Dice moved by up to 0.021),
+    draws. A seed does not replay a run made in another working folder (target-only Dice moved by up to 0.020),
     so compare settings trained in the same folder seed by seed, others as distributions."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

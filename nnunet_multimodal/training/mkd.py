@@ -333,8 +333,8 @@ class nnUNetTrainerMKD_kdWeight1(nnUNetTrainerMKD):
 
 
 class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
-    """KD at temperature 2 (the default before the phantom comparison of
-    docs/benchmark_results/2026-11-30_mkd_pair/README.md)."""
+    """KD at temperature 2 (the temperature before the phantom comparison of
+    docs/benchmark_results/2026-11-30_mkd_pair/README.md), at the default distillation weight."""
 
     kd_temperature = 2.0
 
