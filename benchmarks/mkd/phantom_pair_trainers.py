@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_multimodal.training.loss_terms import LossTerm
 from nnunet_multimodal.training.mkd import (
     assistant_batch_size,
     nnUNetTrainerMKD,
@@ -19,13 +18,9 @@ from nnunet_multimodal.training.mkd import (
     nnUNetTrainerMKD_kdWeight1,
     nnUNetTrainerMKD_noIAM,
     nnUNetTrainerMKD_noKD,
+    with_kd_weight,
 )
 from nnunet_multimodal.training.schedules import NoMirroring, Schedule20x25it
-
-
-def _kd_weight(weight: float, terms: tuple = nnUNetTrainerMKD.extra_loss_terms) -> tuple:
-    return tuple(LossTerm(t.name, weight) if t.name.startswith("kd_") else t for t in terms)
-
 
 KD_WEIGHT_1 = nnUNetTrainerMKD_kdWeight1.extra_loss_terms
 
@@ -43,11 +38,11 @@ class MKDPair_T2(Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
 
 
 class MKDPair_T2kd01(MKDPair_T2):
-    extra_loss_terms = _kd_weight(0.1)
+    extra_loss_terms = with_kd_weight(0.1, nnUNetTrainerMKD.extra_loss_terms)
 
 
 class MKDPair_T1kd01(Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
-    extra_loss_terms = _kd_weight(0.1)
+    extra_loss_terms = with_kd_weight(0.1, nnUNetTrainerMKD.extra_loss_terms)
 
 
 # ---- the comparison of issue "MKD: foreground sampling, the IAM learning from segmentation, a fair comparison"
@@ -107,16 +102,16 @@ class Pair_MKDnoKD(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noKD):
 class Pair_MKDnoIAM(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noIAM):
     """Mutual distillation (weight 1) on unaligned assistant images (no generators or discriminators)."""
 
-    extra_loss_terms = _kd_weight(1.0, nnUNetTrainerMKD_noIAM.extra_loss_terms)
+    extra_loss_terms = with_kd_weight(1.0, nnUNetTrainerMKD_noIAM.extra_loss_terms)
 
 
 class Pair_MKDkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD):
     """Both distillation terms at weight 0.1 instead of 1 (nnUNetTrainerMKD's default since 2026-12-04)."""
 
-    extra_loss_terms = _kd_weight(0.1)
+    extra_loss_terms = with_kd_weight(0.1, nnUNetTrainerMKD.extra_loss_terms)
 
 
 class Pair_MKDnoIAMkd01(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_noIAM):
     """No alignment module and both distillation terms at weight 0.1."""
 
-    extra_loss_terms = _kd_weight(0.1, nnUNetTrainerMKD_noIAM.extra_loss_terms)
+    extra_loss_terms = with_kd_weight(0.1, nnUNetTrainerMKD_noIAM.extra_loss_terms)

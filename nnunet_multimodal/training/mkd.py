@@ -66,6 +66,11 @@ def scale_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
     return x.detach() + weight * (x - x.detach())
 
 
+def with_kd_weight(weight: float, terms: tuple[LossTerm, ...]) -> tuple[LossTerm, ...]:
+    """``terms`` with both distillation terms (``kd_target``, ``kd_aligned``) at ``weight``."""
+    return tuple(LossTerm(t.name, weight) if t.name.startswith("kd_") else t for t in terms)
+
+
 def assistant_batch_size(batch_size: int, share: float) -> tuple[int, int]:
     """(target, assistant) samples per iteration from the plans' batch size; at least one each."""
     assistant = max(1, round(batch_size * share))
@@ -321,15 +326,13 @@ class nnUNetTrainerMKD_noIAM(nnUNetTrainerMKD):
 class nnUNetTrainerMKD_noKD(nnUNetTrainerMKD):
     """Ablation: IAM and both segmentors, without mutual distillation."""
 
-    extra_loss_terms = tuple(LossTerm(t.name, 0.0) if t.name.startswith("kd_") else t
-                             for t in nnUNetTrainerMKD.extra_loss_terms)
+    extra_loss_terms = with_kd_weight(0.0, nnUNetTrainerMKD.extra_loss_terms)
 
 
 class nnUNetTrainerMKD_kdWeight1(nnUNetTrainerMKD):
     """Both distillation terms at weight 1, the default before 2026-12-04 (docs/methods/mkd.md)."""
 
-    extra_loss_terms = tuple(LossTerm(t.name, 1.0) if t.name.startswith("kd_") else t
-                             for t in nnUNetTrainerMKD.extra_loss_terms)
+    extra_loss_terms = with_kd_weight(1.0, nnUNetTrainerMKD.extra_loss_terms)
 
 
 class nnUNetTrainerMKD_kdTemperature2(nnUNetTrainerMKD):
