@@ -486,7 +486,7 @@ def _add_benchmark(sub) -> None:
                         "(default: 1)")
     p.add_argument("-i", help="held-out images (default: the raw dataset's imagesTs)")
     p.add_argument("-ref", help="their labels (default: the raw dataset's labelsTs)")
-    p.add_argument("-o", required=True, help="output folder: predictions, logs, accuracy.json, the PNG")
+    p.add_argument("-o", required=True, help="output folder: predictions, logs, accuracy_NAME.json, accuracy_NAME.png")
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")
     p.add_argument("--missing-sweep", action="store_true", help="also evaluate every non-empty modality subset")
     p.add_argument("--retrain", action="store_true",
@@ -495,7 +495,8 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--allow-different-budgets", action="store_true",
                    help="compare trainers whose epochs x iterations differ")
     p.add_argument("--page", help="Markdown page whose accuracy section to write (e.g. docs/benchmarks.md)")
-    p.add_argument("--name", help="section name in the page (default: <dataset>_<configuration>)")
+    p.add_argument("--name", help="names the report, the plot and the page's section "
+                                  "(default: <dataset>_<configuration>)")
     p.set_defaults(func=_cmd_benchmark_accuracy)
 
 

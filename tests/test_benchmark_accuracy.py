@@ -190,7 +190,7 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
                        PLAIN_TRAINER, CMSAD_TRAINER, "-o", tmp_path / "out", "--missing-sweep", "--page", page,
                        "--name", "phantom_2d"], workspace.env)
     assert "reusing" in result.stdout  # the fixtures' checkpoints, not a new training run
-    report = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    report = json.loads((tmp_path / "out" / "accuracy_phantom_2d.json").read_text())
     assert [row["trainer"] for row in report["rows"]] == [PLAIN_TRAINER, CMSAD_TRAINER]
     assert report["keys"] == ["1", "2", "3"]
     assert report["cases"] == 2
@@ -215,4 +215,12 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     again = run_tool(["nnunet-mm", "benchmark", "accuracy", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS, "-tr",
                       PLAIN_TRAINER, CMSAD_TRAINER, "-o", tmp_path / "out", "--missing-sweep"], workspace.env)
     assert again.stdout.count("reusing the results in") == 2  # nothing predicted again
-    assert json.loads((tmp_path / "out" / "accuracy.json").read_text())["rows"] == report["rows"]
+    default_name = tmp_path / "out" / f"accuracy_{phantom_dataset.name}_2d.json"
+    assert json.loads(default_name.read_text())["rows"] == report["rows"]
+
+
+def test_runner_keeps_each_named_report(workspace, phantom_dataset, trained_plain_model, tmp_path):
+    for name in ("first", "second"):
+        run_tool(["nnunet-mm", "benchmark", "accuracy", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS, "-tr",
+                  PLAIN_TRAINER, "-o", tmp_path / "out", "--name", name], workspace.env)
+    assert (tmp_path / "out" / "accuracy_first.json").is_file()

@@ -3,7 +3,7 @@
 Per trainer and region: mean ± sd over all runs, the sd over one fold's independent trainings (mean over folds), the
 sd of the fold means, and each fold mean's difference to the first trainer's. Prints a Markdown table.
 
-    python benchmarks/accuracy/seed_and_fold_spread.py OUT/accuracy.json
+    python benchmarks/accuracy/seed_and_fold_spread.py OUT/accuracy_NAME.json
 """
 
 import json

@@ -10,7 +10,8 @@ better or worse than the baseline trainer (the first ``-tr``) in the same fold a
 are kept in ``<-o>/runs/``; re-running (e.g. with one more fold) reuses them while their checkpoint, the files
 of the held-out folders, the evaluation settings and the sweep setting are unchanged.
 
-Writes a JSON report, a bar chart (PNG) and a Markdown section. With ``--page`` the section replaces the block
+Writes a JSON report and a bar chart (PNG), both named after ``--name`` (two benchmarks sharing ``-o`` under
+different names keep both reports), and a Markdown section. With ``--page`` the section replaces the block
 between ``<!-- accuracy:NAME -->`` and ``<!-- /accuracy:NAME -->`` in that page (appended when absent), so
 re-running a benchmark updates its own table and nothing else.
 """
@@ -348,7 +349,8 @@ def run_accuracy_benchmark(args) -> int:
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), device {args.device}",
               "date": time.strftime("%Y-%m-%d"),
               "command": args.command_line}
-    write_text_atomic(out / "accuracy.json", json.dumps(report, indent=2, default=float))
+    report_path = out / f"accuracy_{name}.json"
+    write_text_atomic(report_path, json.dumps(report, indent=2, default=float))
     if args.page:
         page = Path(args.page)
         page_plot = page.parent / plot.name
@@ -357,5 +359,5 @@ def run_accuracy_benchmark(args) -> int:
         replace_section(page, name, markdown_section(report, plot.name))
         print(f"updated section {name!r} of {page}")
     print(markdown_section(report, plot.name))
-    print(f"wrote {out / 'accuracy.json'} and {plot}")
+    print(f"wrote {report_path} and {plot}")
     return 0
