@@ -171,6 +171,13 @@ def test_a_stored_run_without_the_sweep_is_not_reused_for_one_with_it(stored, tm
     assert stored_run(stored[1], identity_of(tmp_path, missing_sweep=True)) is None
 
 
+def test_a_stored_run_with_the_sweep_serves_one_without_it(stored, tmp_path):
+    _, record = stored
+    record.write_text(json.dumps({"identity": identity_of(tmp_path, missing_sweep=True),
+                                  "run": {"mean_dice": 0.5, "missing": {"T1": {"1": 0.4}}}}))
+    assert stored_run(record, identity_of(tmp_path)) == {"mean_dice": 0.5}
+
+
 def test_a_stored_run_is_not_reused_after_a_held_out_case_was_added(stored, tmp_path):
     (tmp_path / "labels" / "other.nii.gz").write_bytes(b"voxels")
     assert stored_run(stored[1], identity_of(tmp_path)) is None
@@ -217,6 +224,11 @@ def test_runner_on_trained_tiny_models(workspace, phantom_dataset, trained_cmsad
     assert again.stdout.count("reusing the results in") == 2  # nothing predicted again
     default_name = tmp_path / "out" / f"accuracy_{phantom_dataset.name}_2d.json"
     assert json.loads(default_name.read_text())["rows"] == report["rows"]
+
+    without_sweep = run_tool(["nnunet-mm", "benchmark", "accuracy", "-d", DATASET_ID, "-c", "2d", "-p", TINY_PLANS,
+                              "-tr", PLAIN_TRAINER, CMSAD_TRAINER, "-o", tmp_path / "out", "--name", "no_sweep"],
+                             workspace.env)
+    assert without_sweep.stdout.count("reusing the results in") == 2  # the runs stored with the sweep serve it
 
 
 def test_runner_keeps_each_named_report(workspace, phantom_dataset, trained_plain_model, tmp_path):

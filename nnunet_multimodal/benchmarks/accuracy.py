@@ -8,7 +8,8 @@ finished fold there is reused), repeat r > 1 in ``<-o>/repeat_r/nnUNet_results``
 held-out cases; the report gives each trainer's mean ± sd over its runs and, per case and run, whether it did
 better or worse than the baseline trainer (the first ``-tr``) in the same fold and repeat. A finished run's results
 are kept in ``<-o>/runs/``; re-running (e.g. with one more fold) reuses them while their checkpoint, the files
-of the held-out folders, the evaluation settings and the sweep setting are unchanged.
+of the held-out folders, the evaluation settings and the sweep setting are unchanged (a run with the sweep also
+serves one without it).
 
 Writes a JSON report and a bar chart (PNG), both named after ``--name`` (two benchmarks sharing ``-o`` under
 different names keep both reports), and a Markdown section. With ``--page`` the section replaces the block
@@ -68,11 +69,17 @@ def run_identity(checkpoint: Path, images: Path, reference: Path, missing_sweep:
 
 
 def stored_run(record: Path, identity: dict) -> dict | None:
-    """The run stored in ``record`` if it was made with ``identity``, else None."""
+    """The run stored in ``record`` if it was made with ``identity``, else None. A run stored with the modality
+    sweep also serves a request without it (the sweep left out), so a benchmark without ``--missing-sweep`` after
+    one with it predicts nothing again and keeps the stored sweep for the next request with it."""
     if not record.is_file():
         return None
     stored = json.loads(record.read_text())
-    return stored["run"] if stored.get("identity") == identity else None
+    if stored.get("identity") == identity:
+        return stored["run"]
+    if not identity["missing_sweep"] and stored.get("identity") == dict(identity, missing_sweep=True):
+        return {key: value for key, value in stored["run"].items() if key != "missing"}
+    return None
 
 
 def training_budget(folder: Path) -> dict:
