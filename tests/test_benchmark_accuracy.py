@@ -10,6 +10,7 @@ from nnunet_multimodal.benchmarks.accuracy import (
     aggregate,
     check_folds,
     check_no_duplicates,
+    check_report_name,
     check_same_budget,
     key_names,
     mean_and_sd,
@@ -91,6 +92,24 @@ def test_fold_all_and_the_default_split_folds_are_accepted(tmp_path):
 def test_a_trainer_given_twice_is_refused():
     with pytest.raises(ValueError, match="-tr lists A more than once"):
         check_no_duplicates(["A", "B", "A"], "-tr")
+
+
+@pytest.mark.parametrize("name", ["runs/brats", "..", "a--b", "", "-x"])
+def test_a_name_that_is_not_one_file_name_stem_is_refused(name):
+    with pytest.raises(ValueError, match="is not usable"):
+        check_report_name(name)
+
+
+def test_a_name_with_dots_dashes_and_underscores_is_accepted():
+    check_report_name("brats_2d-tiny.v2")
+
+
+def test_cli_refuses_a_bad_name_before_training(tmp_path, capsys):
+    from nnunet_multimodal.cli import main
+
+    assert main(["benchmark", "accuracy", "-d", "999", "-tr", "A", "-o", str(tmp_path / "out"),
+                 "--name", "runs/brats"]) == 2
+    assert "--name 'runs/brats' is not usable" in capsys.readouterr().err
 
 
 def test_mean_and_sd_ignore_nan():

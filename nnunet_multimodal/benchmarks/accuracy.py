@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -118,6 +119,17 @@ def check_no_duplicates(values: list[str], flag: str) -> None:
     repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
         raise ValueError(f"{flag} lists {', '.join(repeated)} more than once: give each once")
+
+
+REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_report_name(name: str) -> None:
+    """Refuse a ``--name`` that is not one file-name stem: a path separator would put the report elsewhere (or fail
+    after hours of training), and ``--`` would end the page's ``<!-- accuracy:NAME -->`` marker comment."""
+    if not REPORT_NAME.fullmatch(name) or "--" in name:
+        raise ValueError(f"--name {name!r} is not usable: it names accuracy_NAME.json, accuracy_NAME.png and the "
+                         f"page's section; use letters, digits, '.', '_' and single '-' (e.g. --name brats_2d_tiny)")
 
 
 def key_names(labels: dict) -> dict[str, str]:
@@ -260,6 +272,8 @@ def run_accuracy_benchmark(args) -> int:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     check_no_duplicates(args.f, "-f")
     check_no_duplicates(args.tr, "-tr")
+    if args.name is not None:
+        check_report_name(args.name)
     env = env_with_plugin()
     raw = dataset_folder(args.d, "nnUNet_raw")
     dataset_name = raw.name
