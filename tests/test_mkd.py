@@ -247,7 +247,6 @@ def test_trained_mkd_model_logs_and_checkpoint(trained_mkd_model):
                 "loss_cycle", "loss_discriminator", "alignment_distance", "alignment_distance_unaligned"):
         assert len(logs[key]) == 2, key
         assert all(math.isfinite(v) for v in logs[key]), key
-    assert logs["loss_cycle"][-1] < logs["loss_cycle"][0]
     assert (trained_mkd_model / "alignment.png").stat().st_size > 0
     assert (trained_mkd_model / "progress_loss_terms.png").exists()
 
