@@ -1,0 +1,60 @@
+"""The summaries of benchmarks/accuracy/ behind tables in docs/benchmarks.md, on hand-built reports and summaries."""
+
+import importlib.util
+from pathlib import Path
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "accuracy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+summary = load_script("subset_sweep_summary")
+presence = load_script("presence_split")
+
+
+def sweep(full: float, a_only: float, b_only: float) -> dict:
+    values = {"A+B": full, "A": a_only, "B": b_only}
+    return {**{subset: {"1": dice} for subset, dice in values.items()},
+            summary.MEAN_KEY: {"mean": sum(values.values()) / 3}}
+
+
+REPORT = {"runs": {"T": [
+    {"fold": "0", "repeat": 2, "missing": sweep(0.5, 0.5, 0.1)},
+    {"fold": "0", "repeat": 1, "missing": sweep(0.8, 0.4, 0.0)},
+    {"fold": "1", "repeat": 1},
+]}}
+
+
+def test_lowest_share_is_over_the_subsets_keeping_a_carrying_modality():
+    assert summary.lowest_share(sweep(0.8, 0.4, 0.0), "1", {"A"}) == (0.5, "A")
+
+
+def test_per_fold_row_lists_the_runs_in_repeat_order():
+    assert summary.per_fold_rows(REPORT, {"1": {"A"}})[0] == "| T | 0 | 0.400 / 0.367 | 50 / 100 % |"
+
+
+def test_per_fold_rows_skip_runs_without_a_sweep():
+    assert len(summary.per_fold_rows(REPORT, {"1": {"A"}})) == 1
+
+
+def case(n_ref: int, n_pred: int, dice: float) -> dict:
+    return {"metrics": {"2": {"n_ref": n_ref, "n_pred": n_pred, "Dice": dice}}}
+
+
+CASES = {"metric_per_case": [case(10, 8, 0.8), case(0, 3, 0.0), case(0, 0, float("nan")), case(5, 5, 0.6)]}
+
+
+def test_presence_split_keeps_the_dice_of_cases_with_the_structure():
+    assert presence.split_run(CASES, "2")[0] == [0.8, 0.6]
+
+
+def test_presence_split_lists_the_voxels_of_each_false_alarm():
+    assert presence.split_run(CASES, "2")[1] == [3]
+
+
+def test_presence_split_counts_the_cases_without_the_structure():
+    assert presence.split_run(CASES, "2")[2] == 2
