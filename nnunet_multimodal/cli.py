@@ -495,8 +495,8 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--allow-different-budgets", action="store_true",
                    help="compare trainers whose epochs x iterations differ")
     p.add_argument("--page", help="Markdown page whose accuracy section to write (e.g. docs/benchmarks.md)")
-    p.add_argument("--name", help="names the report, the plot and the page's section: letters, digits, '.', "
-                                  "'_', '-' (default: <dataset>_<configuration>)")
+    p.add_argument("--name", help="names the report, the plot and the page's section: a letter or digit, then "
+                                  "letters, digits, '.', '_', single '-' (default: <dataset>_<configuration>)")
     p.set_defaults(func=_cmd_benchmark_accuracy)
 
 

@@ -1,6 +1,7 @@
 """The summaries of benchmarks/accuracy/ behind tables in docs/benchmarks.md, on hand-built reports and summaries."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 
@@ -22,7 +23,7 @@ def sweep(full: float, a_only: float, b_only: float) -> dict:
             summary.MEAN_KEY: {"mean": sum(values.values()) / 3}}
 
 
-REPORT = {"runs": {"T": [
+REPORT = {"repeats": 3, "runs": {"T": [
     {"fold": "0", "repeat": 2, "missing": sweep(0.5, 0.5, 0.1)},
     {"fold": "0", "repeat": 1, "missing": sweep(0.8, 0.4, 0.0)},
     {"fold": "1", "repeat": 1},
@@ -33,8 +34,20 @@ def test_lowest_share_is_over_the_subsets_keeping_a_carrying_modality():
     assert summary.lowest_share(sweep(0.8, 0.4, 0.0), "1", {"A"}) == (0.5, "A")
 
 
-def test_per_fold_row_lists_the_runs_in_repeat_order():
-    assert summary.per_fold_rows(REPORT, {"1": {"A"}})[0] == "| T | 0 | 0.400 / 0.367 | 50 / 100 % |"
+def test_lowest_share_takes_the_largest_subset_as_full_wherever_it_is_listed():
+    assert summary.lowest_share(dict(reversed(sweep(0.8, 0.4, 0.0).items())), "1", {"A"}) == (0.5, "A")
+
+
+def test_lowest_share_is_nan_without_a_full_modality_dice():
+    assert math.isnan(summary.lowest_share(sweep(0.0, 0.0, 0.0), "1", {"A"})[0])
+
+
+def test_percent_keeps_a_miss_of_the_60_percent_rule_visible():
+    assert summary.percent(0.599) == "59.9"
+
+
+def test_per_fold_row_lists_the_runs_in_repeat_order_with_a_dash_for_a_missing_sweep():
+    assert summary.per_fold_rows(REPORT, {"1": {"A"}})[0] == "| T | 0 | 0.400 / 0.367 / – | 50.0 / 100.0 / – % |"
 
 
 def test_per_fold_rows_skip_runs_without_a_sweep():
@@ -58,3 +71,7 @@ def test_presence_split_lists_the_voxels_of_each_false_alarm():
 
 def test_presence_split_counts_the_cases_without_the_structure():
     assert presence.split_run(CASES, "2")[2] == 2
+
+
+def test_presence_split_of_a_run_without_the_structure_anywhere_is_nan():
+    assert math.isnan(presence.mean(presence.split_run({"metric_per_case": [case(0, 0, float("nan"))]}, "2")[0]))

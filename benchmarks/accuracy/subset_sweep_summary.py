@@ -1,7 +1,7 @@
 """Per run of an `nnunet-mm benchmark accuracy --missing-sweep` report: the mean over all modality subsets, and the
 lowest share of the run's own full-modality Dice over the subsets that keep a modality carrying each region (the
 60 % rule of docs/benchmarks.md). Prints a Markdown table, one row per trainer and run, or with --per-fold one row
-per trainer and fold, the fold's runs side by side in repeat order (the tables of docs/benchmarks.md).
+per trainer and fold, the fold's runs side by side in repeat order (the sweep tables of docs/benchmarks.md).
 
     python benchmarks/accuracy/subset_sweep_summary.py REPORT_JSON [--per-fold] [--carry KEY=MODALITY,MODALITY ...]
 
@@ -11,6 +11,7 @@ per trainer and fold, the fold's runs side by side in repeat order (the tables o
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 MEAN_KEY = "mean over subsets"
@@ -22,24 +23,34 @@ def carrying(pairs: list[str]) -> dict[str, set[str]]:
 
 
 def lowest_share(sweep: dict, key: str, modalities: set[str]) -> tuple[float, str]:
-    """(lowest Dice share of the full-modality Dice, its subset) over the subsets keeping one of ``modalities``."""
+    """(lowest Dice share of the full-modality Dice, its subset) over the subsets keeping one of ``modalities``; NaN
+    when the run found nothing of ``key`` with every modality (no share to take)."""
     subsets = [s for s in sweep if s != MEAN_KEY]
-    full = sweep[subsets[0]][key]  # the sweep lists the full set first
+    full = sweep[max(subsets, key=lambda subset: len(subset.split("+")))][key]
+    if not full > 0:
+        return math.nan, "-"
     return min((sweep[s][key] / full, s) for s in subsets if set(s.split("+")) & modalities)
 
 
+def percent(share: float) -> str:
+    """One decimal, so that 59.9 % does not print as a 60 % that meets the rule."""
+    return "–" if math.isnan(share) else f"{100 * share:.1f}"
+
+
 def per_fold_rows(report: dict, carry: dict[str, set[str]]) -> list[str]:
-    """One Markdown row per trainer and fold: the subset means and the lowest shares of the fold's swept runs, in
-    repeat order, joined by " / "."""
+    """One Markdown row per trainer and fold with a sweep: the subset mean and the lowest shares of each training,
+    repeats 1, 2, ... joined by " / " ("–" for a training without a sweep, so the columns keep their repeat)."""
     rows = []
     for trainer, runs in report["runs"].items():
-        folds: dict[str, list[dict]] = {}
-        for run in sorted((run for run in runs if run.get("missing")), key=lambda run: run["repeat"]):
-            folds.setdefault(run["fold"], []).append(run["missing"])
-        for fold, sweeps in folds.items():
-            means = " / ".join(f"{sweep[MEAN_KEY]['mean']:.3f}" for sweep in sweeps)
-            shares = [" / ".join(f"{100 * lowest_share(sweep, key, modalities)[0]:.0f}" for sweep in sweeps) + " %"
-                      for key, modalities in carry.items()]
+        folds: dict[str, dict[int, dict]] = {}
+        for run in runs:
+            if run.get("missing"):
+                folds.setdefault(run["fold"], {})[run["repeat"]] = run["missing"]
+        for fold, by_repeat in folds.items():
+            sweeps = [by_repeat.get(repeat) for repeat in range(1, report["repeats"] + 1)]
+            means = " / ".join(f"{sweep[MEAN_KEY]['mean']:.3f}" if sweep else "–" for sweep in sweeps)
+            shares = [" / ".join(percent(lowest_share(sweep, key, modalities)[0]) if sweep else "–"
+                                 for sweep in sweeps) + " %" for key, modalities in carry.items()]
             rows.append(f"| {trainer} | {fold} | {means} | " + " | ".join(shares) + " |")
     return rows
 
@@ -69,7 +80,7 @@ def main() -> None:
                 continue
             shares = [lowest_share(sweep, key, modalities) for key, modalities in carry.items()]
             print(f"| {trainer} | {run['fold']} | {run['repeat']} | {sweep[MEAN_KEY]['mean']:.3f} | "
-                  + " | ".join(f"{100 * share:.1f} % ({subset})" for share, subset in shares) + " |")
+                  + " | ".join(f"{percent(share)} % ({subset})" for share, subset in shares) + " |")
 
 
 if __name__ == "__main__":
