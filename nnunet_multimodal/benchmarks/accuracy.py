@@ -129,8 +129,8 @@ def check_report_name(name: str) -> None:
     after hours of training), and ``--`` would end the page's ``<!-- accuracy:NAME -->`` marker comment."""
     if not REPORT_NAME.fullmatch(name) or "--" in name:
         raise ValueError(f"--name {name!r} is not usable: it names accuracy_NAME.json, accuracy_NAME.png and the "
-                         f"page's section; start with a letter or digit, then letters, digits, '.', '_' and single '-' (e.g. --name "
-                         f"brats_2d_tiny)")
+                         f"page's section; start with a letter or digit, then letters, digits, '.', '_' and single "
+                         f"'-' (e.g. --name brats_2d_tiny)")
 
 
 def key_names(labels: dict) -> dict[str, str]:
