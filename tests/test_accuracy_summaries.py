@@ -23,7 +23,7 @@ def sweep(full: float, a_only: float, b_only: float) -> dict:
             summary.MEAN_KEY: {"mean": sum(values.values()) / 3}}
 
 
-REPORT = {"repeats": 3, "runs": {"T": [
+REPORT = {"repeats": 3, "keys": ["1"], "runs": {"T": [
     {"fold": "0", "repeat": 2, "missing": sweep(0.5, 0.5, 0.1)},
     {"fold": "0", "repeat": 1, "missing": sweep(0.8, 0.4, 0.0)},
     {"fold": "1", "repeat": 1},
@@ -59,6 +59,10 @@ def case(n_ref: int, n_pred: int, dice: float) -> dict:
 
 
 CASES = {"metric_per_case": [case(10, 8, 0.8), case(0, 3, 0.0), case(0, 0, float("nan")), case(5, 5, 0.6)]}
+
+
+def test_per_subset_row_averages_each_key_over_the_swept_runs():
+    assert summary.per_subset_rows(REPORT)[1] == "| A | 0.450 |"
 
 
 def test_presence_split_keeps_the_dice_of_cases_with_the_structure():

@@ -1,9 +1,11 @@
 """Per run of an `nnunet-mm benchmark accuracy --missing-sweep` report: the mean over all modality subsets, and the
 lowest share of the run's own full-modality Dice over the subsets that keep a modality carrying each region (the
 60 % rule of docs/benchmarks.md). Prints a Markdown table, one row per trainer and run, or with --per-fold one row
-per trainer and fold, the fold's runs side by side in repeat order (the sweep tables of docs/benchmarks.md).
+per trainer and fold, the fold's runs side by side in repeat order (the sweep tables of docs/benchmarks.md), or with
+--per-subset one row per subset: each trainer's Dice of every label or region, mean over its swept runs.
 
-    python benchmarks/accuracy/subset_sweep_summary.py REPORT_JSON [--per-fold] [--carry KEY=MODALITY,MODALITY ...]
+    python benchmarks/accuracy/subset_sweep_summary.py REPORT_JSON [--per-fold | --per-subset]
+                                                       [--carry KEY=MODALITY,MODALITY ...]
 
 --carry defaults to the BraTS-like phantom's: whole tumour (labels 1, 2, 3) seen in T2 and FLAIR, tumour core
 (1, 3) and enhancing tumour (3) in T1c.
@@ -12,6 +14,7 @@ per trainer and fold, the fold's runs side by side in repeat order (the sweep ta
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 MEAN_KEY = "mean over subsets"
@@ -55,15 +58,35 @@ def per_fold_rows(report: dict, carry: dict[str, set[str]]) -> list[str]:
     return rows
 
 
+def per_subset_rows(report: dict) -> list[str]:
+    """One Markdown row per subset: per trainer, the mean over its swept runs of each key, joined by " / "."""
+    sweeps = {trainer: [run["missing"] for run in runs if run.get("missing")]
+              for trainer, runs in report["runs"].items()}
+    sweeps = {trainer: swept for trainer, swept in sweeps.items() if swept}
+    subsets = [subset for subset in next(iter(sweeps.values()))[0] if subset != MEAN_KEY]
+    return [f"| {subset} | " + " | ".join(
+        " / ".join(f"{statistics.mean(run[subset][key] for run in runs):.3f}" for key in report["keys"])
+        for runs in sweeps.values()) + " |" for subset in subsets]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path)
     parser.add_argument("--carry", nargs="+", default=BRATS_CARRY)
-    parser.add_argument("--per-fold", action="store_true", help="one row per trainer and fold")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--per-fold", action="store_true", help="one row per trainer and fold")
+    view.add_argument("--per-subset", action="store_true", help="one row per subset, every label or region")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     carry = carrying(args.carry)
     names = report["names"]
+    if args.per_subset:
+        trainers = [trainer for trainer, runs in report["runs"].items() if any(run.get("missing") for run in runs)]
+        print(f"| modalities ({' / '.join(names.get(key, key) for key in report['keys'])}) | "
+              + " | ".join(trainers) + " |")
+        print("|---" * (1 + len(trainers)) + "|")
+        print("\n".join(per_subset_rows(report)))
+        return
     if args.per_fold:
         print("| trainer | fold | mean over subsets, per run | " + " | ".join(
             f"lowest {names.get(key, key)} share, per run" for key in carry) + " |")
