@@ -75,6 +75,17 @@ class Pair_targetOnlyHalfBatch(Pair_targetOnly):
         self.batch_size = assistant_batch_size(self.batch_size, nnUNetTrainerMKD.assistant_share)[0]
 
 
+class Pair_targetOnlyHalfBatchProbabilisticOversampling(Pair_targetOnlyHalfBatch):
+    """Target-only nnU-Net at MKD's target patches, drawing foreground as MKD's loaders do: each sample with
+    probability 0.33. nnU-Net's own rule forces the last samples of a batch: none at a batch of 1 (the 3D pair),
+    one of 2 in 2D."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.probabilistic_oversampling = True
+
+
 class Pair_MKDLastSampleOversampling(Seeded, Schedule20x25it, NoMirroring, nnUNetTrainerMKD_kdWeight1):
     """MKD as before 2026-12-03: nnU-Net's forced foreground on the last samples of each loader's batch, which a
     loader batch of 1 never reaches."""
