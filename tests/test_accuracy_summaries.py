@@ -46,6 +46,18 @@ def test_percent_keeps_a_miss_of_the_60_percent_rule_visible():
     assert summary.percent(0.599) == "59.9"
 
 
+def test_percent_cuts_a_share_just_below_60_percent_instead_of_rounding_it_up():
+    assert summary.percent(0.5996) == "59.9"
+
+
+def test_percent_keeps_a_share_of_exactly_60_percent():
+    assert summary.percent(0.6) == "60.0"
+
+
+def test_percent_is_not_cut_below_a_share_that_binary_floats_store_just_under_it():
+    assert summary.percent(0.57) == "57.0"
+
+
 def test_per_fold_row_lists_the_runs_in_repeat_order_with_a_dash_for_a_missing_sweep():
     assert summary.per_fold_rows(REPORT, {"1": {"A"}})[0] == "| T | 0 | 0.400 / 0.367 / – | 50.0 / 100.0 / – % |"
 

@@ -36,8 +36,9 @@ def lowest_share(sweep: dict, key: str, modalities: set[str]) -> tuple[float, st
 
 
 def percent(share: float) -> str:
-    """One decimal, so that 59.9 % does not print as a 60 % that meets the rule."""
-    return "–" if math.isnan(share) else f"{100 * share:.1f}"
+    """Cut, not rounded, to one decimal, so that a share below 60 % never prints as a 60.0 % that meets the rule
+    (the rounding to 9 places only absorbs the binary representation, as of 0.57 * 1000)."""
+    return "–" if math.isnan(share) else f"{math.floor(round(1000 * share, 9)) / 10:.1f}"
 
 
 def per_fold_rows(report: dict, carry: dict[str, set[str]]) -> list[str]:
