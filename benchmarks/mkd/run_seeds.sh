@@ -5,7 +5,8 @@
 # module; each MKD model also predicted with the probability ensemble (mkd.ensemble=softmax_probabilities) and
 # with each segmentor alone (mkd.ensemble=target_segmentor, assistant_segmentor). Ablations (TRAINERS=...):
 # Pair_MKDnoKD, Pair_MKDnoIAM, Pair_MKDkd01, Pair_MKDnoIAMkd01 (benchmarks/mkd/phantom_pair_trainers.py; the
-# settings without kd01 distil at weight 1, as measured before 2026-12-04).
+# settings without kd01 distil at weight 1, as measured before 2026-12-04); the control
+# Pair_targetOnlyHalfBatchProbabilisticOversampling (target-only with MKD's per-sample foreground draw).
 # Fold 0, 20 x 25 iterations, 10 held-out target cases; trained models are reused. PAIR_DIM=3d: the 3D pair
 # (benchmarks/mkd/prepare_pair.sh); TRAINERS="..." runs only those settings.
 # Usage: [PAIR_DIM=3d] [TRAINERS=...] benchmarks/mkd/run_seeds.sh WORKDIR SEED [SEED...];
